@@ -1,0 +1,157 @@
+"""The keep session protocol: length-prefixed CBOR frames over the attested TLS channel.
+
+After the client has verified the Keep, it and the keep runtime exchange frames::
+
+    frame   = u32be(length) || CBOR map       (length counts the CBOR bytes only)
+    client → keep:  {"t": "workload", "v": 1, "config": map, "module": bstr, "module_sha256": bstr}
+                    {"t": "stdin", "data": bstr}   {"t": "stdin-eof"}
+    keep → client:  {"t": "stdout", "data": bstr}  {"t": "stderr", "data": bstr}
+                    {"t": "exit", "code": int, "error": tstr / null, "message": tstr / null}
+
+Rule 1: a frame larger than its type allows is refused before it is buffered whole.
+Rule 2: unknown frame types are a protocol error (this version defines them all); unknown keys in a
+known frame are ignored, so later versions can add optional keys.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from donjon.errors import DecodeError, EncodeError, RemoteProtocolError
+from donjon.wire.cbor import decode, encode
+
+PROTOCOL_VERSION = 1
+MAX_MODULE_BYTES = 128 * 1024 * 1024
+"""Largest Wasm module a Keep accepts (bytes); Enarx allowed 100 MB."""
+MAX_FRAME_BYTES = MAX_MODULE_BYTES + 1024 * 1024
+"""Largest frame (bytes): a workload frame with its config."""
+MAX_DATA_FRAME_BYTES = 1024 * 1024
+"""Largest stdout/stderr/stdin chunk in one frame (bytes)."""
+_HEADER = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadFrame:
+    config: dict[str, Any]
+    module: bytes
+    module_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    stream: str  # "stdout" | "stderr" | "stdin"
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StdinEofFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ExitFrame:
+    code: int
+    error: str | None = None
+    message: str | None = None
+
+
+Frame = WorkloadFrame | DataFrame | StdinEofFrame | ExitFrame
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Encode one frame with its length prefix."""
+    body: dict[str, Any]
+    match frame:
+        case WorkloadFrame(config=config, module=module, module_sha256=digest):
+            body = {
+                "t": "workload",
+                "v": PROTOCOL_VERSION,
+                "config": config,
+                "module": module,
+                "module_sha256": digest,
+            }
+        case DataFrame(stream=stream, data=data):
+            if len(data) > MAX_DATA_FRAME_BYTES:
+                raise EncodeError(f"{stream} chunk of {len(data)} bytes; split it")
+            body = {"t": stream, "data": data}
+        case StdinEofFrame():
+            body = {"t": "stdin-eof"}
+        case ExitFrame(code=code, error=error, message=message):
+            body = {"t": "exit", "code": code, "error": error, "message": message}
+    payload = encode(body)
+    if len(payload) > MAX_FRAME_BYTES:
+        raise EncodeError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes as they arrive, take frames out.
+
+    Raises:
+        RemoteProtocolError: a length beyond the limit or a malformed frame.
+    """
+
+    def __init__(self, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_bytes
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None if more bytes are needed."""
+        if len(self._buf) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(self._buf)
+        if length > self._max:
+            raise RemoteProtocolError(f"peer announced a {length}-byte frame; limit {self._max}")
+        if len(self._buf) < _HEADER.size + length:
+            return None
+        payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
+        del self._buf[: _HEADER.size + length]
+        try:
+            return _parse(decode(payload, what="keep frame", max_bytes=self._max))
+        except DecodeError as e:
+            raise RemoteProtocolError(str(e)) from e
+
+
+def _parse(body: Any) -> Frame:
+    if not isinstance(body, dict):
+        raise RemoteProtocolError("keep frame is not a CBOR map")
+    kind = body.get("t")
+    if kind == "workload":
+        config, module, digest = body.get("config"), body.get("module"), body.get("module_sha256")
+        if body.get("v") != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"workload frame version {body.get('v')!r}; this Keep speaks {PROTOCOL_VERSION}"
+            )
+        if not isinstance(config, dict) or not isinstance(module, bytes):
+            raise RemoteProtocolError("workload frame needs a config map and module bytes")
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise RemoteProtocolError("workload frame needs a 32-byte module_sha256")
+        if len(module) > MAX_MODULE_BYTES:
+            raise RemoteProtocolError(f"module of {len(module)} bytes; limit {MAX_MODULE_BYTES}")
+        return WorkloadFrame(config=config, module=module, module_sha256=digest)
+    if kind in ("stdout", "stderr", "stdin"):
+        data = body.get("data")
+        if not isinstance(data, bytes) or len(data) > MAX_DATA_FRAME_BYTES:
+            raise RemoteProtocolError(f"{kind} frame needs data bytes of at most 1 MiB")
+        return DataFrame(stream=kind, data=data)
+    if kind == "stdin-eof":
+        return StdinEofFrame()
+    if kind == "exit":
+        code, error, message = body.get("code"), body.get("error"), body.get("message")
+        if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
+            raise RemoteProtocolError("exit frame needs a code 0..255")
+        if error is not None and not isinstance(error, str):
+            raise RemoteProtocolError("exit frame error must be text")
+        if message is not None and not isinstance(message, str):
+            raise RemoteProtocolError("exit frame message must be text")
+        return ExitFrame(code=code, error=error, message=message)
+    raise RemoteProtocolError(f"unknown keep frame type {kind!r}")
