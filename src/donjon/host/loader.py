@@ -48,7 +48,7 @@ def run_loader(keep_dir: Path) -> int:
         [
             sys.executable,
             "-m",
-            "donjon.keep.runtime",
+            "donjon.keep.agent",
             "--socket",
             str(keep_dir / "keep.sock"),
             "--params",
