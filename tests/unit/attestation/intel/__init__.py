@@ -1,0 +1,3 @@
+"""Tests of the Intel SGX/TDX DCAP verifier (donjon.attestation.intel)."""
+
+from __future__ import annotations
