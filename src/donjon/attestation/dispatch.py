@@ -14,7 +14,7 @@ guarantees a relying party needs at a trust boundary:
 Does not: apply a policy (``donjon.attestation.policy``), read files (``inputs``), or the clock.
 
 Verifier modules are imported on first use, so ``verifier_for(Platform.NITRO)`` never pays for
-``dcap_qvl``, and a missing module is reported as such, not as an ``ImportError``.
+the Intel verifier's imports, and a missing module is reported as such, not as an ``ImportError``.
 """
 
 from __future__ import annotations
