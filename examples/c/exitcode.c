@@ -1,0 +1,6 @@
+/* exitcode: exits with the code given as its first argument (default 0). */
+#include <stdlib.h>
+
+int main(int argc, char **argv) {
+    return argc > 1 ? atoi(argv[1]) : 0;
+}

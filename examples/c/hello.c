@@ -1,0 +1,7 @@
+/* hello: the smallest workload. Prints one line and exits 0. */
+#include <stdio.h>
+
+int main(void) {
+    puts("Hello, world!");
+    return 0;
+}

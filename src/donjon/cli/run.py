@@ -1,0 +1,140 @@
+"""``donjon run``: run a WebAssembly module in a local Keep.
+
+The command parses, builds a keep request and hands it to the backend's keep loader; the workload
+runs in a separate keep process, never in this one (this process does not even import wasmtime,
+which keeps ``donjon run`` fast). Settings: flag > ``DONJON_*`` environment variable > default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+
+import click
+
+from donjon.backends.nil import NIL_WARNING, NilKeepLoader
+from donjon.errors import BackendUnavailableError, UsageError
+from donjon.keep.errors import ModuleFileError
+
+__all__ = ["run"]
+
+_BACKENDS = ("nil", "kvm", "sev-snp", "tdx", "sgx", "cca")  # as in donjon.backends.probe
+_RUNNABLE = frozenset({"nil"})  # backends this donjon can start a Keep on
+_HEADER_BYTES = 8
+_LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by -v count
+
+
+@click.command(
+    "run",
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a WebAssembly module in a local Keep.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(_BACKENDS),
+    envvar="DONJON_BACKEND",
+    help="Where the Keep runs [env: DONJON_BACKEND]. Default: nil, with a warning.",
+)
+@click.option(
+    "--wasmcfgfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="DONJON_WASMCFGFILE",
+    help="Workload config (Enarx.toml) [env: DONJON_WASMCFGFILE]. Default: stdio only.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Compile the module afresh; do not read or write the compiled-module cache.",
+)
+@click.argument("module", type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    backend: str | None,
+    wasmcfgfile: Path | None,
+    no_cache: bool,
+    module: Path,
+    args: tuple[str, ...],
+) -> int:
+    """Run MODULE (a WASI preview 1 command .wasm) in a Keep and exit with its exit code.
+
+    Arguments after MODULE (or after --) go to the workload, after the config's args. The
+    workload gets nothing but what its config grants: no host environment, files or network.
+
+    \b
+    Exit codes: the workload's own (0-125); 2 usage; 3 config; 125 keep failure;
+    126 not Wasm; 127 module not found; 128 no _start; 129 missing import;
+    134 trap; 137 memory limit or deadline.
+    """
+    if backend is None:
+        backend = "nil"
+        click.echo(NIL_WARNING, err=True)
+    if backend not in _RUNNABLE:
+        raise BackendUnavailableError(
+            f"the {backend} backend cannot run workloads with this donjon yet; only nil can. "
+            "Run `donjon platform info` to see which backends this machine supports"
+        )
+    if args[:1] == ("--",):
+        # With interspersed options off, click passes the "--" after MODULE through.
+        args = args[1:]
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(
+                f"argument {arg!r} is not valid UTF-8, which WASI arguments must be"
+            ) from e
+
+    # The keep process starts first and loads wasmtime while this process reads the config;
+    # if anything below fails, leaving the `with` block cancels it.
+    with NilKeepLoader().start() as keep:
+        # Imported here, not at the top: `donjon run --help` stays instant.
+        from donjon.keep.config import WorkloadConfig, load_config
+        from donjon.keep.request import KeepRequest
+
+        config = load_config(wasmcfgfile) if wasmcfgfile is not None else WorkloadConfig()
+        _check_module(module)
+        verbose = (ctx.obj or {}).get("verbose", 0)
+        request = KeepRequest(
+            module=module.absolute(),
+            program=module.name,
+            args=args,
+            config=config,
+            cache_dir=None if no_cache else _cache_dir(),
+            progress=sys.stderr.isatty(),
+            log_level=_LOG_LEVELS[min(verbose, 2)],
+        )
+        keep.send(request.encode())
+        return keep.wait()
+
+
+def _check_module(path: Path) -> None:
+    """Catch a missing or non-Wasm module here, before a keep process is started for it."""
+    from donjon.keep.module import check_module_header
+
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ModuleFileError(f"{path} is a directory; give the path of a .wasm file")
+        if not stat.S_ISREG(info.st_mode):
+            return  # a pipe or device: reading its header here would eat it; the keep checks
+        with path.open("rb") as f:
+            header = f.read(_HEADER_BYTES)
+    except FileNotFoundError as e:
+        raise ModuleFileError(f"{path} does not exist; check the module path") from e
+    except OSError as e:
+        raise ModuleFileError(f"{path} cannot be read: {e.strerror or e}") from e
+    check_module_header(header, path.name)
+
+
+def _cache_dir() -> Path:
+    override = os.environ.get("DONJON_CACHE_DIR")
+    if override:
+        return Path(override)
+    from donjon.keep.cache import default_cache_dir
+
+    return default_cache_dir(os.environ)

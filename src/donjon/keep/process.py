@@ -1,0 +1,161 @@
+"""The keep process of the ``nil`` backend: ``python -m donjon.keep.process --request-fd N``.
+
+The keep loader (:mod:`donjon.backends.nil`) starts this process with the CLI's stdin, stdout and
+stderr, and writes one :class:`~donjon.keep.request.KeepRequest` (CBOR) into the pipe ``N``. The
+process reads the module, loads it (compiled-module cache, progress line on a terminal), runs it
+once with exactly what the config grants, and exits with the workload's exit code, or prints
+``donjon: error: ...`` and exits with the error's code (125 and above; ``docs/commands/run.md``).
+
+It imports wasmtime but nothing of the CLI or the HTTP stack, to start fast.
+
+Rule 1: nothing here may print a Python traceback for bad input; only a bug does (exit 125).
+Rule 2: a deadline is enforced twice: by wasmtime's epoch interruption while wasm runs, and by a
+watchdog that ends the whole process if the workload sits in a blocking host call (e.g. reading
+a terminal) past the deadline, which epochs cannot interrupt.
+Rule 3: the process ends with ``os._exit`` after flushing, so wasmtime's runtime threads are not
+torn down by the interpreter's exit (TOOLING.md P7).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import NoReturn
+
+from donjon.errors import DecodeError, Error, LimitError, UsageError, WorkloadError
+from donjon.keep.errors import GuestTrapError
+from donjon.keep.request import MAX_REQUEST_BYTES, KeepRequest
+
+__all__ = ["WATCHDOG_GRACE_S", "main"]
+
+_logger = logging.getLogger(__name__)
+
+WATCHDOG_GRACE_S = 0.5
+"""Seconds past the deadline before the watchdog ends a workload stuck in a host call."""
+
+_INTERNAL_ERROR_EXIT = WorkloadError.exit_code
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run one request and exit the process with the workload's or the error's exit code."""
+    # Ctrl-C must stop the workload even while wasm runs (Python handlers would wait for it).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        code = _serve(sys.argv[1:] if argv is None else argv)
+    except Error as e:
+        _report(e)
+        code = e.exit_code
+    except Exception as e:  # a bug: say so, with the traceback that helps fix it
+        traceback.print_exc()
+        sys.stderr.write(f"donjon: internal error in the keep process: {e!r}\n")
+        code = _INTERNAL_ERROR_EXIT
+    _exit(code)
+
+
+def _serve(argv: list[str]) -> int:
+    fd = _request_fd(argv)
+    # wasmtime is loaded *before* the request is read: the loader starts this process early,
+    # so this overlaps with the CLI reading the workload's config.
+    from donjon.keep._progress import CompileProgress
+    from donjon.keep.cache import ModuleCache
+    from donjon.keep.executor import InheritedStdio, KeepRuntime, ProgressFactory
+    from donjon.keep.module import read_module_file
+    from donjon.keep.plan import Invocation
+
+    data = _read_request(fd)
+    if not data:
+        return 0  # the loader cancelled this keep before sending a request: nothing to say
+    request = KeepRequest.decode(data)
+    _configure_logging(request.log_level)
+    invocation = Invocation.from_config(request.config, program=request.program, args=request.args)
+    wasm = read_module_file(request.module)
+    progress: ProgressFactory | None = None
+    if request.progress and sys.stderr.isatty():
+
+        def progress(label: str, size: int) -> CompileProgress:
+            return CompileProgress(sys.stderr, label=label, size_bytes=size, enabled=True)
+
+    cache = ModuleCache(request.cache_dir) if request.cache_dir is not None else None
+    runtime = KeepRuntime(cache=cache, progress=progress)
+    module = runtime.load(wasm, name=request.program, deadline=invocation.timeout_s is not None)
+    if invocation.timeout_s is not None:
+        _start_watchdog(invocation.timeout_s, request.program)
+    return runtime.run(module, invocation, InheritedStdio())
+
+
+def _request_fd(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "--request-fd" or not argv[1].isdigit():
+        raise UsageError(
+            "usage: python -m donjon.keep.process --request-fd N (started by `donjon run`)"
+        )
+    return int(argv[1])
+
+
+def _read_request(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_REQUEST_BYTES:
+                raise DecodeError(f"keep request is over {MAX_REQUEST_BYTES} bytes")
+            chunks.append(chunk)
+    except OSError as e:
+        raise DecodeError(f"cannot read the keep request from fd {fd}: {e.strerror}") from e
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return b"".join(chunks)
+
+
+def _start_watchdog(timeout_s: float, program: str) -> None:
+    def fire() -> None:
+        message = (
+            f"donjon: error: deadline of {timeout_s} s reached: {program} was stopped while "
+            "blocked in a host call\n"
+        )
+        try:
+            os.write(2, message.encode())
+        finally:
+            os._exit(LimitError.exit_code)
+
+    timer = threading.Timer(timeout_s + WATCHDOG_GRACE_S, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def _configure_logging(level: int) -> None:
+    logger = logging.getLogger("donjon")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("donjon: %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _report(error: Error) -> None:
+    sys.stderr.write(f"donjon: error: {error.diagnostics()}\n")
+    if isinstance(error, GuestTrapError) and error.backtrace:
+        _logger.info("wasm backtrace:\n%s", error.backtrace)
+
+
+def _exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
