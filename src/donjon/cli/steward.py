@@ -1,0 +1,374 @@
+"""``donjon steward``: run the attestation service, create its CA, dry-run its policy.
+
+The contract (``docs/commands/steward.md``)::
+
+    donjon steward serve --listen HOST:PORT --state-dir DIR [--policy NAME|FILE]
+                         [--cert-lifetime DURATION] [--tls-cert FILE --tls-key FILE] [--workers N]
+    donjon steward init --state-dir DIR [--force]
+    donjon steward policy check POLICY --platform P --evidence FILE [--cert FILE]...
+                         [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
+                         [--client-nonce HEX] [--csr FILE] [--json]
+
+``serve`` prints ``listening on <url>`` on stdout once its socket listens (``:0`` picks a free
+port), and stops gracefully on SIGTERM or SIGINT. ``policy check`` exits 0 when Steward would
+issue, 1 when it would refuse, 2 on unusable input. The CLI always uses the real clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from donjon.attestation.dispatch import (
+    UnsupportedPlatformError,
+    parse_platform,
+    verifier_for,
+    verify_with,
+)
+from donjon.attestation.inputs import InputError, load_endorsements, load_evidence, read_bounded
+from donjon.attestation.nil import NilVerifier
+from donjon.attestation.policy import evaluate
+from donjon.attestation.result import Platform
+from donjon.crypto.binding import MAX_NONCE_BYTES, report_data_for
+from donjon.crypto.ca import MAX_CSR_BYTES, CertificateRequest, parse_csr
+from donjon.errors import ConfigError, DecodeError, Error, SignatureError, VerificationError
+from donjon.steward.app import Listening, serve
+from donjon.steward.config import (
+    DEFAULT_CERT_LIFETIME,
+    StewardPolicy,
+    StewardSettings,
+    format_duration,
+    parse_duration,
+    parse_listen,
+)
+from donjon.steward.core import workload_identity
+from donjon.steward.state import init_state
+
+EXIT_ACCEPTED = 0
+EXIT_REJECTED = 1
+EXIT_UNUSABLE = 2
+
+_PLATFORMS = [str(p) for p in Platform]
+
+
+@click.group("steward")
+def steward() -> None:
+    """Run and manage Steward, the attestation service that issues Keep certificates."""
+
+
+@steward.command("serve")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8443",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on; port 0 picks a free port (printed as 'listening on URL').",
+)
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Holds the CA key (0600) and certificate; created on first start.",
+)
+@click.option(
+    "--policy",
+    "policy_name",
+    default="production",
+    show_default=True,
+    metavar="production|permissive|dev|FILE",
+    help="Steward policy: a built-in name or a TOML file.",
+)
+@click.option(
+    "--cert-lifetime",
+    default=format_duration(DEFAULT_CERT_LIFETIME),
+    show_default=True,
+    metavar="DURATION",
+    help="Lifetime of issued certificates (30m, 24h, 7d).",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="Serve HTTPS.")
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="Its key.")
+@click.option("--workers", default=1, show_default=True, help="Worker processes (one per core).")
+def serve_command(
+    listen: str,
+    state_dir: Path,
+    policy_name: str,
+    cert_lifetime: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    workers: int,
+) -> None:
+    """Serve the Steward API until SIGTERM or SIGINT."""
+    host, port = parse_listen(listen)
+    policy = StewardPolicy.named(policy_name)
+    settings = StewardSettings(
+        state_dir=state_dir,
+        policy=policy,
+        host=host,
+        port=port,
+        cert_lifetime=parse_duration(cert_lifetime),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        workers=workers,
+    )
+    if policy.allow_insecure:
+        click.echo(
+            f"donjon: warning: policy '{policy.name}' accepts insecure evidence (nil: no TEE); "
+            "use it for development only",
+            err=True,
+        )
+
+    def announce(where: Listening) -> None:
+        click.echo(f"policy {policy.name} sha256:{policy.digest.hex()}")
+        click.echo(f"listening on {where.url}")
+
+    serve(settings, announce=announce)
+    click.echo("stopped")
+
+
+@steward.command("init")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to create the CA key and certificate.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA (old files kept as .bak).")
+def init_command(state_dir: Path, force: bool) -> None:
+    """Create Steward's CA (P-384 key, mode 0600, and self-signed certificate)."""
+    state = init_state(state_dir, now=datetime.now(UTC), force=force)
+    fingerprint = hashlib.sha256(state.ca.certificate_der).hexdigest()
+    click.echo(f"{'created' if state.created else 'existing'} CA in {state_dir}")
+    click.echo(f"  certificate  {state.cert_path}")
+    click.echo(f"  key          {state.key_path} (mode 0600)")
+    click.echo(f"  subject      {state.ca.certificate.subject.rfc4514_string()}")
+    click.echo(f"  sha256       {fingerprint}")
+    click.echo(f"  valid until  {state.ca.certificate.not_valid_after_utc.isoformat()}")
+
+
+@steward.group("policy")
+def policy_group() -> None:
+    """Work with Steward policy files."""
+
+
+@policy_group.command("check")
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--platform", "platform_name", required=True, type=click.Choice(_PLATFORMS))
+@click.option(
+    "--evidence",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Evidence file: raw bytes, hex or base64 text.",
+)
+@click.option(
+    "--cert",
+    "certs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Certificate(s) or key the verifier needs (DER, PEM, JWK). Repeatable.",
+)
+@click.option(
+    "--collateral",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Collateral: Intel TCB info / QE identity, CRLs. Repeatable.",
+)
+@click.option("--at", "at", metavar="ISO-8601", help="Decide as of this time (default: now).")
+@click.option(
+    "--nonce",
+    metavar="HEX",
+    help="With --csr: the report data must bind the CSR key and this nonce (donjon binding); "
+    "without: it must begin with these bytes.",
+)
+@click.option(
+    "--client-nonce",
+    metavar="HEX",
+    help="With --csr and --nonce: a relying party's nonce bound after the Steward nonce.",
+)
+@click.option(
+    "--csr",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="DER CSR of the Keep: checks its signature, the binding, workload URI and DNS names.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def policy_check(
+    policy_name: str,
+    platform_name: str,
+    evidence: Path,
+    certs: tuple[Path, ...],
+    collateral: tuple[Path, ...],
+    at: str | None,
+    nonce: str | None,
+    client_nonce: str | None,
+    csr: Path | None,
+    as_json: bool,
+) -> None:
+    """Dry-run POLICY on recorded evidence and explain each step of the decision.
+
+    POLICY is production, permissive, dev or a Steward policy file. Exit status: 0 Steward
+    would issue a certificate, 1 it would refuse, 2 unusable input.
+    """
+    try:
+        policy = StewardPolicy.named(policy_name)
+        platform = parse_platform(platform_name)
+        now = _parse_at(at) if at is not None else datetime.now(UTC)
+        nonce_bytes = _parse_hex(nonce, "--nonce") if nonce is not None else None
+        client_bytes = (
+            _parse_hex(client_nonce, "--client-nonce") if client_nonce is not None else None
+        )
+        if client_bytes is not None and (nonce_bytes is None or csr is None):
+            raise InputError("--client-nonce needs --csr and --nonce")
+        decoded = load_evidence(evidence)
+        endorsements = load_endorsements(certs, collateral)
+        csr_data = _read_csr(csr) if csr is not None else None
+    except (InputError, ConfigError, UnsupportedPlatformError) as e:
+        _unusable(e)
+
+    steps: list[dict[str, Any]] = [
+        _step("policy", True, f"'{policy.name}' sha256:{policy.digest.hex()}"),
+    ]
+    request: CertificateRequest | None = None
+    if csr_data is not None:
+        try:
+            request = parse_csr(csr_data)
+        except DecodeError as e:
+            _unusable(e)
+        except SignatureError as e:
+            steps.append(_step("csr", False, e.diagnostics()))
+            _finish(policy.name, steps, as_json=as_json)
+        steps.append(_step("csr", True, f"signature verifies; {request.curve} key"))
+    try:
+        if platform is Platform.NIL and policy.dev_keys:
+            verifier = NilVerifier(trusted_keys=sorted(policy.dev_keys))
+            verified = verify_with(verifier, decoded.data, endorsements=endorsements, now=now)
+        else:
+            verified = verify_with(
+                verifier_for(platform), decoded.data, endorsements=endorsements, now=now
+            )
+    except VerificationError as e:
+        detail = (
+            f"{platform} evidence does not verify at {now.isoformat()}: "
+            f"{type(e).__name__}: {e.diagnostics()}"
+        )
+        steps.append(_step("evidence", False, detail))
+        _finish(policy.name, steps, as_json=as_json)
+    except (UnsupportedPlatformError, ConfigError) as e:
+        _unusable(e)
+    steps.append(_step("evidence", True, f"{platform} evidence is authentic at {now.isoformat()}"))
+
+    expected = None
+    prefix = nonce_bytes
+    if request is not None and nonce_bytes is not None:
+        bound = nonce_bytes + (client_bytes or b"")
+        expected, prefix = report_data_for(request.spki_der, bound), None
+    verdict = evaluate(policy.attestation, verified, nonce=prefix, expected_report_data=expected)
+    for check in verdict.checks:
+        steps.append(_step(check.name, check.passed, check.detail))
+
+    if request is not None:
+        try:
+            workload = workload_identity(request, verified)
+        except Error as e:
+            steps.append(_step("workload", False, e.diagnostics()))
+            _finish(policy.name, steps, as_json=as_json)
+    else:
+        workload = f"donjon:measurement:{verified.platform}:{verified.measurement.hex()}"
+    if not policy.workloads:
+        steps.append(_step("workload", True, f"{workload} (policy accepts any workload)"))
+    elif workload in policy.workloads:
+        steps.append(_step("workload", True, f"{workload} accepted"))
+    else:
+        steps.append(
+            _step(
+                "workload",
+                False,
+                f"rejected: workload identity {workload} not among the {len(policy.workloads)} "
+                f"accepted by policy '{policy.name}'",
+            )
+        )
+    if request is not None:
+        for name in request.dns_names:
+            ok = policy.allows_dns_name(name)
+            detail = (
+                f"DNS name {name} allowed"
+                if ok
+                else f"rejected: DNS name {name} not allowed by policy '{policy.name}'"
+            )
+            steps.append(_step("dns_name", ok, detail))
+    _finish(policy.name, steps, as_json=as_json, claims=verified.to_json())
+
+
+def _step(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"name": name, "passed": passed, "detail": detail}
+
+
+def _finish(
+    policy: str,
+    steps: list[dict[str, Any]],
+    *,
+    as_json: bool,
+    claims: dict[str, Any] | None = None,
+) -> NoReturn:
+    accepted = all(s["passed"] for s in steps)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "decision": "issue" if accepted else "refuse",
+                    "policy": policy,
+                    "steps": steps,
+                    "claims": claims or {},
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        for s in steps:
+            click.echo(f"  {'✔' if s['passed'] else '✗'} {s['name']}: {s['detail']}")
+        first = next((s for s in steps if not s["passed"]), None)
+        if accepted:
+            click.echo(f"issue: policy '{policy}' accepts this evidence")
+        else:
+            detail = first["detail"] if first else ""
+            click.echo(f"refuse: {detail}")
+    raise click.exceptions.Exit(EXIT_ACCEPTED if accepted else EXIT_REJECTED)
+
+
+def _read_csr(path: Path) -> bytes:
+    data = read_bounded(path, max_bytes=MAX_CSR_BYTES, what="CSR file")
+    if data.lstrip().startswith(b"-----BEGIN"):
+        raise InputError(f"CSR file {path} is PEM; give the DER form (openssl req -outform DER)")
+    return data
+
+
+def _parse_at(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError(
+            f"--at {value!r} is not an ISO-8601 time; write e.g. 2025-09-01T00:00:00Z"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _parse_hex(value: str, option: str) -> bytes:
+    try:
+        data = bytes.fromhex(value.strip().removeprefix("0x"))
+    except ValueError:
+        raise InputError(f"{option} {value!r} is not hex") from None
+    if not data or len(data) > MAX_NONCE_BYTES:
+        raise InputError(f"{option} must be 1 to {MAX_NONCE_BYTES} bytes")
+    return data
+
+
+def _unusable(error: Error) -> NoReturn:
+    click.echo(f"donjon: error: {error.diagnostics()}", err=True)
+    raise click.exceptions.Exit(EXIT_UNUSABLE)
+
+
+__all__ = ["steward"]

@@ -1,0 +1,448 @@
+"""Steward's CBOR messages (protocol v1): dataclasses and their exact encodings. Sans-I/O.
+
+Every message is a CBOR map with text keys and a version field ``"v": 1``, encoded
+deterministically (RFC 8949 §4.2.1: sorted keys, shortest forms), so decode → encode gives the
+same bytes. Decoding is strict: missing keys, wrong types, unknown keys, other versions, or values
+over their size limits raise ``DecodeError`` naming the field. ``docs/protocol.md`` is the
+normative description; this module is its implementation::
+
+    ; GET /v1/nonce
+    NonceResponse   = {"v": 1, "nonce": bstr, "expires_at": uint}
+    ; POST /v1/attest, and its 200 answer
+    AttestRequest   = {"v": 1, "csr": bstr, "platform": tstr, "evidence": bstr,
+                       "nonce": bstr, ? "client_nonce": bstr,
+                       ? "certs": [* bstr], ? "collateral": [* bstr]}
+    AttestResponse  = {"v": 1, "chain": [+ bstr], "result": bstr}
+    ; every 4xx/5xx
+    ErrorBody       = {"error": tstr, "reason": tstr}
+    ResultClaims    = {"v": 1, "platform": tstr, "measurement": bstr, "tcb_status": tstr / null,
+                       "advisory_ids": [* tstr], "debug": bool, "insecure": bool,
+                       "workload": tstr, "policy": tstr, "policy_digest": bstr,
+                       "issued_at": uint, "expires_at": uint, "nonce": bstr / null,
+                       "client_nonce": bstr / null,
+                       "key_sha256": bstr, "evidence_sha256": bstr}
+    ; the value of CSR extension DONJON_EVIDENCE (POST /)
+    CsrEvidence     = {"v": 1, "platform": tstr, "evidence": bstr, "nonce": bstr,
+                       ? "client_nonce": bstr,
+                       ? "certs": [* bstr], ? "collateral": [* bstr]}
+
+Times are POSIX seconds (UTC). ``ResultClaims`` is both the payload of the COSE_Sign1 attestation
+result and the value of the ``DONJON_ATTESTATION_RESULT`` certificate extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from donjon.errors import DecodeError
+from donjon.wire.cbor import decode, encode
+
+PROTOCOL_VERSION = 1
+"""The Steward protocol version this module speaks (the ``"v"`` field and the ``/v1`` prefix)."""
+
+MAX_REQUEST_BYTES = 1024 * 1024
+"""Largest request body Steward reads (bytes): evidence + collateral for Intel quotes is ~60 KiB;
+one MiB leaves room and bounds memory per request."""
+
+MAX_FIELD_BYTES = 512 * 1024
+"""Largest single byte-string field (bytes): one quote, certificate or collateral document."""
+
+MAX_LIST_ITEMS = 16
+"""Most certificates or collateral documents in one request (Intel needs ~6)."""
+
+MAX_TEXT_CHARS = 4096
+"""Longest text field (characters): platform names, reasons, workload identities."""
+
+MAX_CLIENT_NONCE_BYTES = 64
+"""Longest relying-party nonce (bytes): 64 bytes is 512 bits, more than any freshness needs."""
+
+CONTENT_TYPE = "application/cbor"
+"""Media type of every v1 body (RFC 8949 §9.5)."""
+
+_T = TypeVar("_T")
+
+
+class _Fields:
+    """Strict reader over a decoded CBOR map: each key taken once, leftovers are an error."""
+
+    def __init__(self, value: Any, *, what: str, versioned: bool = True) -> None:
+        if not isinstance(value, Mapping):
+            raise DecodeError(f"{what} must be a CBOR map, got {type(value).__name__}")
+        for key in value:
+            if not isinstance(key, str):
+                raise DecodeError(f"{what}: map keys must be text strings, got {key!r}")
+        self._map: dict[str, Any] = dict(value)
+        self._what = what
+        if versioned:
+            v = self._map.pop("v", None)
+            if v is None:
+                raise DecodeError(f"{what}: missing field 'v' (protocol version)")
+            if type(v) is not int or v != PROTOCOL_VERSION:
+                raise DecodeError(
+                    f"{what}: protocol version {v!r} is not supported; this Steward speaks "
+                    f"v{PROTOCOL_VERSION}"
+                )
+
+    def _take(
+        self, key: str, kind: type[_T], *, optional: bool = False, default: Any = None
+    ) -> Any:
+        if key not in self._map:
+            if optional:
+                return default
+            raise DecodeError(f"{self._what}: missing field {key!r}")
+        value = self._map.pop(key)
+        # bool is an int subclass in Python; CBOR keeps them apart and so do we.
+        if type(value) is not kind:
+            raise DecodeError(
+                f"{self._what}: field {key!r} must be {_kind_name(kind)}, "
+                f"got {_kind_name(type(value))}"
+            )
+        return value
+
+    def bytes_(self, key: str, *, max_bytes: int = MAX_FIELD_BYTES) -> bytes:
+        value: bytes = self._take(key, bytes)
+        if len(value) > max_bytes:
+            raise DecodeError(
+                f"{self._what}: field {key!r} is {len(value)} bytes; the limit is {max_bytes}"
+            )
+        return value
+
+    def text(self, key: str) -> str:
+        value: str = self._take(key, str)
+        if len(value) > MAX_TEXT_CHARS:
+            raise DecodeError(f"{self._what}: field {key!r} is longer than {MAX_TEXT_CHARS} chars")
+        return value
+
+    def uint(self, key: str) -> int:
+        value: int = self._take(key, int)
+        if value < 0:
+            raise DecodeError(f"{self._what}: field {key!r} must not be negative")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value: bool = self._take(key, bool)
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        if self._map.get(key, 0) is None:
+            self._map.pop(key)
+            return None
+        return self.text(key)
+
+    def optional_bytes(self, key: str) -> bytes | None:
+        if self._map.get(key, 0) is None:
+            self._map.pop(key)
+            return None
+        return self.bytes_(key)
+
+    def client_nonce(self) -> bytes | None:
+        if "client_nonce" not in self._map:
+            return None
+        value = self.bytes_("client_nonce", max_bytes=MAX_CLIENT_NONCE_BYTES)
+        if not value:
+            raise DecodeError(f"{self._what}: field 'client_nonce' is empty; omit it instead")
+        return value
+
+    def bytes_list(
+        self, key: str, *, optional: bool = False, min_items: int = 0
+    ) -> tuple[bytes, ...]:
+        raw = self._take(key, list, optional=optional, default=[])
+        if len(raw) > MAX_LIST_ITEMS:
+            raise DecodeError(
+                f"{self._what}: field {key!r} has {len(raw)} items; the limit is {MAX_LIST_ITEMS}"
+            )
+        if len(raw) < min_items:
+            raise DecodeError(f"{self._what}: field {key!r} needs at least {min_items} item(s)")
+        for i, item in enumerate(raw):
+            if type(item) is not bytes:
+                raise DecodeError(f"{self._what}: {key}[{i}] must be a byte string")
+            if len(item) > MAX_FIELD_BYTES:
+                raise DecodeError(f"{self._what}: {key}[{i}] is over {MAX_FIELD_BYTES} bytes")
+        return tuple(raw)
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        raw = self._take(key, list)
+        if len(raw) > MAX_LIST_ITEMS * 4:
+            raise DecodeError(f"{self._what}: field {key!r} has too many items")
+        for i, item in enumerate(raw):
+            if type(item) is not str or len(item) > MAX_TEXT_CHARS:
+                raise DecodeError(f"{self._what}: {key}[{i}] must be a short text string")
+        return tuple(raw)
+
+    def done(self) -> None:
+        if self._map:
+            names = ", ".join(repr(k) for k in sorted(self._map))
+            raise DecodeError(
+                f"{self._what}: unknown field(s) {names}; this Steward speaks protocol "
+                f"v{PROTOCOL_VERSION} (see docs/protocol.md)"
+            )
+
+
+def _kind_name(kind: type) -> str:
+    return {
+        bytes: "a byte string",
+        str: "a text string",
+        int: "an unsigned integer",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a map",
+        type(None): "null",
+        float: "a float",
+    }.get(kind, kind.__name__)
+
+
+def _decode_map(data: bytes, *, what: str) -> Any:
+    return decode(data, what=what, max_bytes=MAX_REQUEST_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class NonceResponse:
+    """A fresh challenge from ``GET /v1/nonce``."""
+
+    nonce: bytes
+    expires_at: int
+
+    def encode(self) -> bytes:
+        return encode({"v": PROTOCOL_VERSION, "nonce": self.nonce, "expires_at": self.expires_at})
+
+    @classmethod
+    def decode(cls, data: bytes) -> NonceResponse:
+        f = _Fields(_decode_map(data, what="nonce response"), what="nonce response")
+        msg = cls(nonce=f.bytes_("nonce", max_bytes=1024), expires_at=f.uint("expires_at"))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class AttestRequest:
+    """``POST /v1/attest``: a CSR, evidence binding its key and the nonce, and endorsements.
+
+    ``client_nonce`` is a relying party's own challenge, if the Keep was given one: the evidence
+    then binds ``nonce || client_nonce`` and the result certifies it, so that relying party can
+    tell a certificate made for its session from one replayed from an earlier Keep.
+    """
+
+    csr: bytes
+    platform: str
+    evidence: bytes
+    nonce: bytes
+    certs: tuple[bytes, ...] = ()
+    collateral: tuple[bytes, ...] = ()
+    client_nonce: bytes | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "csr": self.csr,
+            "platform": self.platform,
+            "evidence": self.evidence,
+            "nonce": self.nonce,
+        }
+        if self.client_nonce is not None:
+            body["client_nonce"] = self.client_nonce
+        # Absent rather than empty, so the common nil request stays small and canonical.
+        if self.certs:
+            body["certs"] = list(self.certs)
+        if self.collateral:
+            body["collateral"] = list(self.collateral)
+        return encode(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> AttestRequest:
+        f = _Fields(_decode_map(data, what="attest request"), what="attest request")
+        msg = cls(
+            csr=f.bytes_("csr"),
+            platform=f.text("platform"),
+            evidence=f.bytes_("evidence"),
+            nonce=f.bytes_("nonce", max_bytes=1024),
+            certs=f.bytes_list("certs", optional=True),
+            collateral=f.bytes_list("collateral", optional=True),
+            client_nonce=f.client_nonce(),
+        )
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class AttestResponse:
+    """A successful attestation: the chain (leaf first, then the CA) and the signed result."""
+
+    chain: tuple[bytes, ...]
+    result: bytes
+
+    def encode(self) -> bytes:
+        return encode({"v": PROTOCOL_VERSION, "chain": list(self.chain), "result": self.result})
+
+    @classmethod
+    def decode(cls, data: bytes) -> AttestResponse:
+        f = _Fields(_decode_map(data, what="attest response"), what="attest response")
+        msg = cls(chain=f.bytes_list("chain", min_items=2), result=f.bytes_("result"))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorBody:
+    """Why a request failed: the error class name and the explanation the CLI would print."""
+
+    error: str
+    reason: str
+
+    def encode(self) -> bytes:
+        return encode({"error": self.error, "reason": self.reason})
+
+    @classmethod
+    def decode(cls, data: bytes) -> ErrorBody:
+        f = _Fields(_decode_map(data, what="error body"), what="error body", versioned=False)
+        msg = cls(error=f.text("error"), reason=f.text("reason"))
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class ResultClaims:
+    """What Steward verified and decided, signed (COSE_Sign1) and embedded in the certificate.
+
+    Attributes:
+        platform: the evidence platform ("sev-snp", "nil", ...).
+        measurement: the primary launch measurement.
+        tcb_status: the TCB status where the platform has one.
+        advisory_ids: security advisories that apply to the TCB.
+        debug: whether the TEE allowed the host to inspect the Keep.
+        insecure: whether the evidence is development-only (nil, Enarx KVM).
+        workload: the workload identity URI certified (``donjon:workload:sha256:<hex>`` or
+            ``donjon:measurement:<platform>:<hex>``).
+        policy: the name of the policy applied.
+        policy_digest: SHA-256 of the policy's canonical form.
+        issued_at, expires_at: the certificate's validity (POSIX seconds).
+        nonce: the Steward nonce the evidence bound (None for Enarx evidence, which has none).
+        client_nonce: the relying party's nonce the evidence also bound, if any.
+        key_sha256: SHA-256 of the certified key's DER SubjectPublicKeyInfo.
+        evidence_sha256: SHA-256 of the evidence bytes verified.
+    """
+
+    platform: str
+    measurement: bytes
+    tcb_status: str | None
+    advisory_ids: tuple[str, ...]
+    debug: bool
+    insecure: bool
+    workload: str
+    policy: str
+    policy_digest: bytes
+    issued_at: int
+    expires_at: int
+    nonce: bytes | None
+    key_sha256: bytes
+    evidence_sha256: bytes
+    client_nonce: bytes | None = None
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL_VERSION,
+            "platform": self.platform,
+            "measurement": self.measurement,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "debug": self.debug,
+            "insecure": self.insecure,
+            "workload": self.workload,
+            "policy": self.policy,
+            "policy_digest": self.policy_digest,
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "nonce": self.nonce,
+            "client_nonce": self.client_nonce,
+            "key_sha256": self.key_sha256,
+            "evidence_sha256": self.evidence_sha256,
+        }
+
+    def encode(self) -> bytes:
+        return encode(self.to_cbor())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-friendly form (bytes as lowercase hex)."""
+        out = self.to_cbor()
+        return {k: v.hex() if isinstance(v, bytes) else v for k, v in out.items()}
+
+    @classmethod
+    def decode(cls, data: bytes) -> ResultClaims:
+        f = _Fields(_decode_map(data, what="attestation result"), what="attestation result")
+        msg = cls(
+            platform=f.text("platform"),
+            measurement=f.bytes_("measurement"),
+            tcb_status=f.optional_text("tcb_status"),
+            advisory_ids=f.text_list("advisory_ids"),
+            debug=f.boolean("debug"),
+            insecure=f.boolean("insecure"),
+            workload=f.text("workload"),
+            policy=f.text("policy"),
+            policy_digest=f.bytes_("policy_digest"),
+            issued_at=f.uint("issued_at"),
+            expires_at=f.uint("expires_at"),
+            nonce=f.optional_bytes("nonce"),
+            key_sha256=f.bytes_("key_sha256"),
+            evidence_sha256=f.bytes_("evidence_sha256"),
+            client_nonce=f.optional_bytes("client_nonce"),
+        )
+        f.done()
+        return msg
+
+
+@dataclass(frozen=True, slots=True)
+class CsrEvidence:
+    """donjon evidence carried in a CSR extension (``DONJON_EVIDENCE``) for ``POST /``."""
+
+    platform: str
+    evidence: bytes
+    nonce: bytes
+    certs: tuple[bytes, ...] = ()
+    collateral: tuple[bytes, ...] = ()
+    client_nonce: bytes | None = None
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "platform": self.platform,
+            "evidence": self.evidence,
+            "nonce": self.nonce,
+        }
+        if self.client_nonce is not None:
+            body["client_nonce"] = self.client_nonce
+        if self.certs:
+            body["certs"] = list(self.certs)
+        if self.collateral:
+            body["collateral"] = list(self.collateral)
+        return encode(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> CsrEvidence:
+        f = _Fields(_decode_map(data, what="CSR evidence"), what="CSR evidence")
+        msg = cls(
+            platform=f.text("platform"),
+            evidence=f.bytes_("evidence"),
+            nonce=f.bytes_("nonce", max_bytes=1024),
+            certs=f.bytes_list("certs", optional=True),
+            collateral=f.bytes_list("collateral", optional=True),
+            client_nonce=f.client_nonce(),
+        )
+        f.done()
+        return msg
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_CLIENT_NONCE_BYTES",
+    "MAX_FIELD_BYTES",
+    "MAX_LIST_ITEMS",
+    "MAX_REQUEST_BYTES",
+    "PROTOCOL_VERSION",
+    "AttestRequest",
+    "AttestResponse",
+    "CsrEvidence",
+    "ErrorBody",
+    "NonceResponse",
+    "ResultClaims",
+]
