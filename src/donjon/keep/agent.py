@@ -127,7 +127,7 @@ def establish_identity(params: LaunchParams, *, now: datetime) -> Identity:
                 report_data_for(key.spki_der, steward_nonce + params.nonce)
             )
             issued = steward.attest(
-                key.csr(dns_names=dns),
+                key.csr(),
                 evidence,
                 provider.platform,
                 Endorsements(),
