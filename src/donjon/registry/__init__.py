@@ -14,7 +14,9 @@ read credentials from files or the environment (the CLI does, with
 
 Example::
 
-    from donjon.registry import RegistryClient, Reference, build_package, push_package
+    from donjon.registry import (
+        Reference, RegistryClient, build_package, fetch_package, push_package,
+    )
 
     ref = Reference.parse("localhost:5000/apps/hello:1.0")
     built = build_package(module_bytes, config_bytes)
