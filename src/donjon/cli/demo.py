@@ -94,7 +94,10 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="donjon-demo-"))
     # The demo's nil development key lives in the demo dir, never in the user's data dir.
     os.environ.setdefault("DONJON_NIL_DEV_KEY", str(tmp / "nil-dev-key.pem"))
-    say = lambda text: click.echo(click.style(text, bold=True), err=True)  # noqa: E731
+
+    def say(text: str) -> None:
+        click.echo(click.style(text, bold=True), err=True)
+
     try:
         say("== 1. Steward (attestation service, dev policy) and a keep manager on loopback")
         with (

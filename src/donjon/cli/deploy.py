@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from donjon.cli._hostopts import host_options, read_token
+from donjon.client.deploy import DeployOptions, RegistryWorkload, Workload
+from donjon.client.deploy import deploy as run_deploy
 from donjon.errors import UsageError
 
 INSECURE_WARNING = (
@@ -18,7 +20,7 @@ INSECURE_WARNING = (
 
 
 @click.command()
-@click.argument("workload", type=click.Path(path_type=Path))
+@click.argument("workload")
 @host_options
 @click.option("--steward", help="Steward URL the Keep gets its certificate from.")
 @click.option(
@@ -36,8 +38,15 @@ INSECURE_WARNING = (
     help="Workload config (Enarx.toml) when WORKLOAD is a .wasm file.",
 )
 @click.option("--backend", default="nil", show_default=True, help="Backend to ask the host for.")
+@click.option(
+    "--publisher-key",
+    "publisher_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="For a registry package: require a signature by this publisher key (PEM); repeatable.",
+)
 def deploy(
-    workload: Path,
+    workload: str,
     host_url: str,
     token_file: Path | None,
     steward: str | None,
@@ -46,20 +55,30 @@ def deploy(
     insecure: bool,
     wasmcfgfile: Path | None,
     backend: str,
+    publisher_keys: tuple[Path, ...],
 ) -> int:
-    """Deploy WORKLOAD (a .wasm file, or a directory with Enarx.toml and one module) to a Keep.
+    """Deploy WORKLOAD to a Keep: a .wasm file, a directory with Enarx.toml and one module, or a
+    package in an OCI registry (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...).
+
+    A registry package is resolved to a digest here; the Keep fetches it itself after it has
+    been verified, with the registry credentials (from DONJON_REGISTRY_USER/PASSWORD or the
+    credentials files) sent only to it over the attested channel.
 
     The Keep must prove what it is (Steward certificate or RA-TLS evidence, checked against the
     policy) before any byte of the workload is sent. The workload's exit code becomes donjon's.
     """
     from donjon.attestation.policy import Policy
-    from donjon.client.deploy import DeployOptions, Workload
-    from donjon.client.deploy import deploy as run_deploy
     from donjon.crypto.ca import load_certificate
 
     token = read_token(token_file)
-    wl = Workload.load(workload, config_path=wasmcfgfile)
-    steward = steward or wl.config.steward
+    wl: Workload | RegistryWorkload
+    if Path(workload).exists() or workload.endswith(".wasm") or "/" not in workload:
+        if publisher_keys:
+            raise UsageError("--publisher-key applies to registry packages only")
+        wl = Workload.load(Path(workload), config_path=wasmcfgfile)
+        steward = steward or wl.config.steward
+    else:
+        wl = _resolve_registry_workload(workload, publisher_keys)
     ca = None
     if ca_file is not None:
         try:
@@ -91,11 +110,15 @@ def deploy(
 
         if isinstance(keep, KeepInfo) and isinstance(identity, KeepIdentity):
             tag = " (INSECURE: no TEE)" if identity.insecure else ""
+            what = (
+                f"sending {wl.name} (sha256 {wl.module_sha256.hex()[:16]}…)"
+                if isinstance(wl, Workload)
+                else f"it fetches {wl.reference}"
+            )
             click.echo(
                 f"donjon: Keep {keep.id} verified via {identity.via}: platform "
                 f"{identity.platform}{tag}, measurement {identity.measurement.hex()[:32]}…, "
-                f"policy {identity.policy}; sending {wl.name} "
-                f"(sha256 {wl.module_sha256.hex()[:16]}…)",
+                f"policy {identity.policy}; {what}",
                 err=True,
             )
 
@@ -105,3 +128,35 @@ def deploy(
     if result.error is not None:
         click.echo(f"donjon: error: {result.message}", err=True)
     return result.exit_code
+
+
+def _resolve_registry_workload(text: str, key_files: tuple[Path, ...]) -> RegistryWorkload:
+    """Resolve a registry reference to a digest here (the Keep fetches by digest only)."""
+    import os
+
+    from donjon.cli.package import registry_credentials
+    from donjon.crypto.publisher import PublisherPublicKey
+    from donjon.registry import Reference, RegistryClient
+    from donjon.registry.transfer import resolve_package
+
+    ref = Reference.parse(text)
+    credentials = registry_credentials(ref.registry, os.environ)
+    keys: list[bytes] = []
+    for path in key_files:
+        try:
+            pem = path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read --publisher-key {path}: {e.strerror}") from e
+        PublisherPublicKey.from_pem(pem, source=str(path))  # refuse a bad key here, not in the Keep
+        keys.append(pem)
+    with RegistryClient.for_reference(ref, credentials=credentials) as client:
+        manifest = resolve_package(client, ref)
+    pinned = ref.with_digest(manifest.digest)
+    if ref.digest is None:
+        click.echo(f"donjon: {text} resolved to {pinned}", err=True)
+    return RegistryWorkload(
+        reference=str(pinned),
+        username=credentials.username if credentials else None,
+        password=credentials.password if credentials else None,
+        publisher_keys=tuple(keys),
+    )

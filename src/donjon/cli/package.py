@@ -415,13 +415,13 @@ def _annotations(items: tuple[str, ...]) -> dict[str, str]:
 def _client(ref: Reference, plain_http: bool | None, ca_file: Path | None) -> RegistryClient:
     return RegistryClient.for_reference(
         ref,
-        credentials=_credentials(ref.registry, os.environ),
+        credentials=registry_credentials(ref.registry, os.environ),
         plain_http=plain_http,
         verify=str(ca_file) if ca_file is not None else True,
     )
 
 
-def _credentials(registry: str, environ: Mapping[str, str]) -> Credentials | None:
+def registry_credentials(registry: str, environ: Mapping[str, str]) -> Credentials | None:
     """Credentials for *registry*: environment, then the donjon file, then Docker's."""
     from_env = credentials_from_environ(environ)
     if from_env is not None:

@@ -19,7 +19,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +38,7 @@ from donjon.wire.frames import (
     DataFrame,
     ExitFrame,
     FrameDecoder,
+    PackageFrame,
     StdinEofFrame,
     WorkloadFrame,
     encode_frame,
@@ -102,6 +103,26 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryWorkload:
+    """A workload the Keep fetches itself from an OCI registry, after it has been verified.
+
+    Attributes:
+        reference: ``REGISTRY/REPO@sha256:...`` (resolved from a tag on the client).
+        username, password: registry credentials; sent only to the verified Keep.
+        publisher_keys: PEM public keys; if any, the Keep requires a signature by one of them.
+    """
+
+    reference: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    publisher_keys: tuple[bytes, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.reference
+
+
+@dataclass(frozen=True, slots=True)
 class DeployOptions:
     """How to reach and judge the Keep.
 
@@ -139,7 +160,7 @@ class DeployResult:
 
 
 def deploy(
-    workload: Workload,
+    workload: Workload | RegistryWorkload,
     options: DeployOptions,
     *,
     stdout: BinaryIO,
@@ -162,7 +183,7 @@ def deploy(
             nonce=nonce,
             steward=options.steward,
             steward_ca_pem=certificate_pem(options.steward_ca) if options.steward_ca else None,
-            limits=_limits(workload.config),
+            limits=_limits(workload.config) if isinstance(workload, Workload) else {},
         )
         _logger.info("keep %s created on %s", keep.id, options.host)
         context = _tls_context(options.steward_ca)
@@ -178,16 +199,7 @@ def deploy(
             )
             if on_verified is not None:
                 on_verified(keep, identity)
-            channel.send(
-                encode_frame(
-                    WorkloadFrame(
-                        config=workload.config.to_dict(),
-                        module=workload.module,
-                        module_sha256=workload.module_sha256,
-                    )
-                )
-                + encode_frame(StdinEofFrame())
-            )
+            channel.send(encode_frame(_first_frame(workload)) + encode_frame(StdinEofFrame()))
             exit_frame = _stream(channel, stdout, stderr)
     return DeployResult(
         exit_code=exit_frame.code,
@@ -195,6 +207,21 @@ def deploy(
         identity=identity,
         error=exit_frame.error,
         message=exit_frame.message,
+    )
+
+
+def _first_frame(workload: Workload | RegistryWorkload) -> WorkloadFrame | PackageFrame:
+    if isinstance(workload, RegistryWorkload):
+        return PackageFrame(
+            reference=workload.reference,
+            username=workload.username,
+            password=workload.password,
+            publisher_keys=workload.publisher_keys,
+        )
+    return WorkloadFrame(
+        config=workload.config.to_dict(),
+        module=workload.module,
+        module_sha256=workload.module_sha256,
     )
 
 

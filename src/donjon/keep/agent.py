@@ -41,8 +41,8 @@ from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import KeyPair
 from donjon.crypto.oids import DONJON_EVIDENCE
 from donjon.crypto.ratls import certificate_pem, self_signed_certificate
-from donjon.errors import DecodeError, Error, RemoteProtocolError, WorkloadError
-from donjon.keep.config import WorkloadConfig
+from donjon.errors import ConfigError, DecodeError, Error, RemoteProtocolError, WorkloadError
+from donjon.keep.config import WorkloadConfig, parse_config
 from donjon.keep.executor import KeepRuntime, StreamingStdio
 from donjon.keep.plan import Invocation
 from donjon.keep.tls import server_context
@@ -54,6 +54,7 @@ from donjon.wire.frames import (
     DataFrame,
     ExitFrame,
     FrameDecoder,
+    PackageFrame,
     StdinEofFrame,
     WorkloadFrame,
     encode_frame,
@@ -157,8 +158,8 @@ class _Session:
         self._tls = tls
         self._decoder = FrameDecoder()
 
-    def receive_workload(self) -> tuple[WorkloadFrame, bytes]:
-        workload: WorkloadFrame | None = None
+    def receive_workload(self) -> tuple[WorkloadFrame | PackageFrame, bytes]:
+        workload: WorkloadFrame | PackageFrame | None = None
         stdin = bytearray()
         while True:
             frame = self._decoder.next_frame()
@@ -168,7 +169,7 @@ class _Session:
                     raise RemoteProtocolError("the client closed before sending the workload")
                 self._decoder.feed(data)
                 continue
-            if isinstance(frame, WorkloadFrame) and workload is None:
+            if isinstance(frame, WorkloadFrame | PackageFrame) and workload is None:
                 workload = frame
             elif isinstance(frame, DataFrame) and frame.stream == "stdin":
                 stdin += frame.data
@@ -198,12 +199,48 @@ class _Session:
             pass
 
 
-def run_workload(session: _Session, frame: WorkloadFrame, stdin: bytes) -> int:
+def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig]:
+    """Fetch a package by digest (after attestation), checking digests and required signatures.
+
+    The registry credentials came over the attested channel: the host never sees them (it sees
+    the registry connection, which is TLS except to loopback registries in development).
+    """
+    from donjon.registry import Credentials, Reference, fetch_package
+    from donjon.crypto.publisher import PublisherPublicKey
+
+    ref = Reference.parse(frame.reference)
+    credentials = (
+        Credentials(frame.username, frame.password or "") if frame.username is not None else None
+    )
+    keys = [
+        PublisherPublicKey.from_pem(k, source=f"publisher key {i}")
+        for i, k in enumerate(frame.publisher_keys)
+    ]
+    package = fetch_package(ref, credentials=credentials, publisher_keys=keys)
+    try:
+        text = package.config_toml.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{ref}: the package's Enarx.toml is not UTF-8") from e
+    config = (
+        parse_config(text, source=f"{ref.repository} Enarx.toml")
+        if text.strip()
+        else WorkloadConfig()
+    )
+    if config.dirs:
+        raise ConfigError(f"{ref}: [[dirs]] are host directories; a deployed Keep refuses them")
+    _logger.info("fetched %s (publisher %s)", ref, package.publisher or "none required")
+    return package.module, config
+
+
+def run_workload(session: _Session, frame: WorkloadFrame | PackageFrame, stdin: bytes) -> int:
     """Check and run the workload; stream its output. Returns its exit code."""
-    digest = hashlib.sha256(frame.module).digest()
-    if not hmac.compare_digest(digest, frame.module_sha256):
-        raise RemoteProtocolError("the workload's module does not match its SHA-256")
-    config = WorkloadConfig.from_dict(frame.config)
+    if isinstance(frame, PackageFrame):
+        module_bytes, config = fetch_workload(frame)
+    else:
+        digest = hashlib.sha256(frame.module).digest()
+        if not hmac.compare_digest(digest, frame.module_sha256):
+            raise RemoteProtocolError("the workload's module does not match its SHA-256")
+        module_bytes, config = frame.module, WorkloadConfig.from_dict(frame.config)
     stdio = StreamingStdio(
         on_stdout=lambda b: session.send_output("stdout", b),
         on_stderr=lambda b: session.send_output("stderr", b),
@@ -211,7 +248,7 @@ def run_workload(session: _Session, frame: WorkloadFrame, stdin: bytes) -> int:
     )
     with KeepRuntime() as runtime:
         module = runtime.load(
-            frame.module, name="main.wasm", deadline=config.limits.timeout_s is not None
+            module_bytes, name="main.wasm", deadline=config.limits.timeout_s is not None
         )
         invocation = Invocation.from_config(config, program="main.wasm")
         return runtime.run(module, invocation, stdio)

@@ -4,6 +4,9 @@ After the client has verified the Keep, it and the keep runtime exchange frames:
 
     frame   = u32be(length) || CBOR map       (length counts the CBOR bytes only)
     client → keep:  {"t": "workload", "v": 1, "config": map, "module": bstr, "module_sha256": bstr}
+                    {"t": "package", "v": 1, "reference": tstr (REGISTRY/REPO@sha256:...),
+                     "credentials": {"username": tstr, "password": tstr} / null,
+                     "publisher_keys": [* bstr (PEM)]}
                     {"t": "stdin", "data": bstr}   {"t": "stdin-eof"}
     keep → client:  {"t": "stdout", "data": bstr}  {"t": "stderr", "data": bstr}
                     {"t": "exit", "code": int, "error": tstr / null, "message": tstr / null}
@@ -16,7 +19,7 @@ known frame are ignored, so later versions can add optional keys.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from donjon.errors import DecodeError, EncodeError, RemoteProtocolError
@@ -40,6 +43,17 @@ class WorkloadFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class PackageFrame:
+    """Fetch the workload from a registry by digest (after attestation), with the client's
+    registry credentials (which only the attested Keep sees) and required publisher keys."""
+
+    reference: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    publisher_keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DataFrame:
     stream: str  # "stdout" | "stderr" | "stdin"
     data: bytes
@@ -57,7 +71,7 @@ class ExitFrame:
     message: str | None = None
 
 
-Frame = WorkloadFrame | DataFrame | StdinEofFrame | ExitFrame
+Frame = WorkloadFrame | PackageFrame | DataFrame | StdinEofFrame | ExitFrame
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -71,6 +85,15 @@ def encode_frame(frame: Frame) -> bytes:
                 "config": config,
                 "module": module,
                 "module_sha256": digest,
+            }
+        case PackageFrame(reference=ref, username=user, password=pw, publisher_keys=keys):
+            credentials = None if user is None else {"username": user, "password": pw or ""}
+            body = {
+                "t": "package",
+                "v": PROTOCOL_VERSION,
+                "reference": ref,
+                "credentials": credentials,
+                "publisher_keys": list(keys),
             }
         case DataFrame(stream=stream, data=data):
             if len(data) > MAX_DATA_FRAME_BYTES:
@@ -138,6 +161,8 @@ def _parse(body: Any) -> Frame:
         if len(module) > MAX_MODULE_BYTES:
             raise RemoteProtocolError(f"module of {len(module)} bytes; limit {MAX_MODULE_BYTES}")
         return WorkloadFrame(config=config, module=module, module_sha256=digest)
+    if kind == "package":
+        return _parse_package(body)
     if kind in ("stdout", "stderr", "stdin"):
         data = body.get("data")
         if not isinstance(data, bytes) or len(data) > MAX_DATA_FRAME_BYTES:
@@ -155,3 +180,34 @@ def _parse(body: Any) -> Frame:
             raise RemoteProtocolError("exit frame message must be text")
         return ExitFrame(code=code, error=error, message=message)
     raise RemoteProtocolError(f"unknown keep frame type {kind!r}")
+
+
+MAX_REFERENCE_CHARS = 1024
+MAX_PUBLISHER_KEYS = 8
+MAX_PUBLISHER_KEY_BYTES = 16 * 1024
+
+
+def _parse_package(body: dict[Any, Any]) -> PackageFrame:
+    if body.get("v") != PROTOCOL_VERSION:
+        raise RemoteProtocolError(
+            f"package frame version {body.get('v')!r}; this Keep speaks {PROTOCOL_VERSION}"
+        )
+    ref, creds, keys = body.get("reference"), body.get("credentials"), body.get("publisher_keys")
+    if not isinstance(ref, str) or not 0 < len(ref) <= MAX_REFERENCE_CHARS:
+        raise RemoteProtocolError("package frame needs a registry reference")
+    username = password = None
+    if creds is not None:
+        if not isinstance(creds, dict):
+            raise RemoteProtocolError("package credentials must be a map")
+        username, password = creds.get("username"), creds.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise RemoteProtocolError("package credentials need a username and a password")
+        if len(username) > 1024 or len(password) > 16 * 1024:
+            raise RemoteProtocolError("package credentials are too long")
+    if not isinstance(keys, list) or len(keys) > MAX_PUBLISHER_KEYS:
+        raise RemoteProtocolError(f"publisher_keys must be a list of at most {MAX_PUBLISHER_KEYS}")
+    if not all(isinstance(k, bytes) and len(k) <= MAX_PUBLISHER_KEY_BYTES for k in keys):
+        raise RemoteProtocolError("each publisher key must be PEM bytes of at most 16 KiB")
+    return PackageFrame(
+        reference=ref, username=username, password=password, publisher_keys=tuple(keys)
+    )

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from donjon.cli.main import cli, main
-from donjon.cli.package import _credentials
+from donjon.cli.package import registry_credentials
 from donjon.keep.config import ConfigFileError
 from donjon.registry.credentials import Credentials
 from donjon.registry.errors import CredentialsError, ReferenceSyntaxError
@@ -104,24 +104,24 @@ def test_keygen_encrypted_from_the_environment(tmp_path: Path) -> None:
 def test_credentials_sources(tmp_path: Path) -> None:
     home = tmp_path
     env = {"HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}
-    assert _credentials("r:1", env) is None
+    assert registry_credentials("r:1", env) is None
     (home / "docker").mkdir()
     (home / "docker" / "config.json").write_text(
         json.dumps({"auths": {"r:1": {"username": "d", "password": "dp"}}})
     )
-    assert _credentials("r:1", env) == Credentials("d", "dp")
+    assert registry_credentials("r:1", env) == Credentials("d", "dp")
     toml = home / ".config" / "donjon" / "registries.toml"
     toml.parent.mkdir(parents=True)
     toml.write_text('[registries."r:1"]\nusername = "t"\npassword = "tp"\n')
     os.chmod(toml, 0o600)
-    assert _credentials("r:1", env) == Credentials("t", "tp")  # donjon's file first
-    assert _credentials(
+    assert registry_credentials("r:1", env) == Credentials("t", "tp")  # donjon's file first
+    assert registry_credentials(
         "r:1", {**env, "DONJON_REGISTRY_USER": "e", "DONJON_REGISTRY_PASSWORD": "ep"}
     ) == Credentials("e", "ep")
     explicit = tmp_path / "auth.json"
     explicit.write_text(json.dumps({"auths": {"r:1": {"username": "x", "password": "xp"}}}))
-    assert _credentials("r:1", {**env, "DONJON_REGISTRY_AUTH_FILE": str(explicit)}) == (
+    assert registry_credentials("r:1", {**env, "DONJON_REGISTRY_AUTH_FILE": str(explicit)}) == (
         Credentials("x", "xp")
     )
     with pytest.raises(CredentialsError, match="no such file"):
-        _credentials("r:1", {**env, "DONJON_REGISTRY_AUTH_FILE": str(tmp_path / "nope")})
+        registry_credentials("r:1", {**env, "DONJON_REGISTRY_AUTH_FILE": str(tmp_path / "nope")})
