@@ -3,7 +3,8 @@
 Every TEE format donjon uses carries 64 bytes of attester-chosen data (SNP REPORT_DATA, SGX/TDX
 REPORTDATA, CCA realm challenge, nil report_data). donjon fills them with::
 
-    SHA-512( "donjon/report-data/v1" || 0x00 || u16be(len(spki)) || spki || u16be(len(nonce)) || nonce )
+    SHA-512( "donjon/report-data/v1" || 0x00
+             || u16be(len(spki)) || spki || u16be(len(nonce)) || nonce )
 
 so a verifier that knows the certificate's (or CSR's) key and the nonce it issued recomputes them
 exactly. Length prefixes keep (spki, nonce) pairs from colliding.

@@ -487,33 +487,12 @@ class CertificateAuthority:
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in profile.dns_names]
         names += [x509.UniformResourceIdentifier(u) for u in profile.uris]
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, profile.common_name)]))
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
+            tls_leaf_builder(
+                common_name=profile.common_name,
+                issuer=self.certificate.subject,
+                public_key=public_key,
+                not_before=not_before,
+                not_after=not_after,
             )
             .add_extension(_subject_key_identifier(profile.spki_der, public_key), critical=False)
             .add_extension(self._aki, critical=False)
@@ -527,6 +506,48 @@ class CertificateAuthority:
     def sign_result(self, payload: bytes) -> bytes:
         """A tagged COSE_Sign1 (ES384) over *payload*, ``kid`` = :attr:`key_id` (protected)."""
         return sign1(self._key, payload, protected={HEADER_KID: self.key_id})
+
+
+def tls_leaf_builder(
+    *,
+    common_name: str,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    """A certificate builder for a TLS server + client leaf: random serial, not a CA, key usage
+    digitalSignature, EKU serverAuth + clientAuth. Callers add names and their own extensions."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    )
 
 
 def _load_ec_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:

@@ -7,7 +7,6 @@ TLS handshake proves the Keep holds that key. A relying party verifies the evide
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -15,8 +14,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+from donjon.crypto.ca import tls_leaf_builder
 from donjon.errors import DecodeError, FreshnessError, SignatureError
 
 MAX_CERTIFICATE_BYTES = 256 * 1024
@@ -36,36 +36,12 @@ def self_signed_certificate(
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TypeError("RA-TLS certificates use EC keys")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(int.from_bytes(secrets.token_bytes(19), "big") >> 1 or 1)
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+    builder = tls_leaf_builder(
+        common_name=common_name,
+        issuer=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+        public_key=key.public_key(),
+        not_before=now - timedelta(minutes=5),
+        not_after=now + lifetime,
     )
     if dns_names:
         builder = builder.add_extension(

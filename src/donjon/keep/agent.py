@@ -205,8 +205,8 @@ def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig]:
     The registry credentials came over the attested channel: the host never sees them (it sees
     the registry connection, which is TLS except to loopback registries in development).
     """
-    from donjon.registry import Credentials, Reference, fetch_package
     from donjon.crypto.publisher import PublisherPublicKey
+    from donjon.registry import Credentials, Reference, fetch_package
 
     ref = Reference.parse(frame.reference)
     credentials = (
