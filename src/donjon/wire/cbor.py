@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import cbor2
@@ -40,8 +41,11 @@ def decode(data: bytes, *, what: str = "message", max_bytes: int = MAX_MESSAGE_B
     if not data:
         raise DecodeError(f"{what} is empty; expected a CBOR item")
     try:
-        # cbor2 bounds its own recursion; any failure below is the input's fault.
-        value, end = _loads_with_end(bytes(data))
+        # cbor2 bounds its own recursion; any failure below is the input's fault. BytesWarning:
+        # under ``python -bb`` a map holding both "k" and b"k" keys compares them and warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", BytesWarning)
+            value, end = _loads_with_end(bytes(data))
     except (
         cbor2.CBORDecodeError,
         ValueError,
@@ -52,8 +56,11 @@ def decode(data: bytes, *, what: str = "message", max_bytes: int = MAX_MESSAGE_B
         IndexError,
         KeyError,
         EOFError,
+        BytesWarning,
     ) as e:
         raise DecodeError(f"{what} is not valid CBOR: {e}") from e
+    if value is getattr(cbor2, "break_marker", None):  # cbor2 exports it untyped
+        raise DecodeError(f"{what} is not valid CBOR: a lone 'break' byte (0xff)")
     if end != len(data):
         raise DecodeError(f"{what} has {len(data) - end} trailing bytes after the CBOR item")
     return value

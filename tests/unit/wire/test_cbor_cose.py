@@ -53,3 +53,11 @@ def test_sign1_roundtrip_structure() -> None:
     assert msg.payload == b"payload"
     assert msg.unprotected == {4: b"kid"}
     assert msg.to_be_signed() == cose.sig_structure(msg.protected_bytes, b"payload")
+
+
+def test_lone_break_and_mixed_text_bytes_keys_are_decode_errors() -> None:
+    with pytest.raises(DecodeError, match="break"):
+        cbor.decode(b"\xff")
+    # {"k": 1, b"k": 2}: under -bb, cbor2 compares the keys and warns; that is the input's fault.
+    with pytest.raises(DecodeError):
+        cbor.decode(bytes.fromhex("a2616b01416b02"))
