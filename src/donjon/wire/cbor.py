@@ -56,9 +56,10 @@ def decode(data: bytes, *, what: str = "message", max_bytes: int = MAX_MESSAGE_B
         IndexError,
         KeyError,
         EOFError,
-        BytesWarning,
     ) as e:
         raise DecodeError(f"{what} is not valid CBOR: {e}") from e
+    except BytesWarning as e:
+        raise DecodeError(f"{what}: a CBOR map mixes text and byte-string keys") from e
     if value is getattr(cbor2, "break_marker", None):  # cbor2 exports it untyped
         raise DecodeError(f"{what} is not valid CBOR: a lone 'break' byte (0xff)")
     if end != len(data):
