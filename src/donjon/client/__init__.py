@@ -1,3 +1,21 @@
-"""The deploy client: asks a keep manager for a Keep, verifies it, then sends the workload."""
+"""The deploy client: asks a keep manager for a Keep, verifies it, then sends the workload.
+
+``deploy`` (the flow), ``attested`` (what is checked), ``channel`` (TLS over the relay),
+``host_api`` (the keep manager's API).
+"""
 
 from __future__ import annotations
+
+from donjon._lazy import lazy_exports
+
+_EXPORTS = {
+    "deploy": "deploy",
+    "DeployOptions": "deploy",
+    "Workload": "deploy",
+    "RegistryWorkload": "deploy",
+    "KeepIdentity": "attested",
+    "verify_keep_certificate": "attested",
+    "HostClient": "host_api",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
