@@ -42,6 +42,7 @@ from donjon.crypto.ratls import (
 )
 from donjon.errors import (
     DecodeError,
+    EvidenceFormatError,
     FreshnessError,
     MeasurementError,
     PolicyError,
@@ -111,7 +112,10 @@ def verify_keep_certificate(
     Raises:
         VerificationError: any check failed (the subclass says which kind).
     """
-    cert = load_peer_certificate(certificate_der)
+    try:
+        cert = load_peer_certificate(certificate_der)
+    except DecodeError as e:  # documented: VerificationError only
+        raise EvidenceFormatError(f"the Keep's certificate is malformed: {e.message}") from e
     if steward_ca is not None:
         return _verify_steward_issued(
             cert, certificate_der, nonce, policy, insecure_ok, now, steward_ca
@@ -184,7 +188,10 @@ def _verify_ratls(
 ) -> KeepIdentity:
     # (1) self-signed by the key the handshake proved, and valid now
     verify_self_signed(cert, now)
-    raw = extension_bytes(cert, DONJON_EVIDENCE)
+    try:
+        raw = extension_bytes(cert, DONJON_EVIDENCE)
+    except DecodeError as e:
+        raise EvidenceFormatError(f"the Keep's certificate is malformed: {e.message}") from e
     if raw is None:
         raise PolicyError(
             "the Keep's self-signed certificate carries no evidence; pass --steward or --ca if "

@@ -12,7 +12,13 @@ from types import TracebackType
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
-from donjon.errors import ConnectError, RemoteProtocolError, TransportError, TransportTimeoutError
+from donjon.errors import (
+    ChainError,
+    ConnectError,
+    RemoteProtocolError,
+    TransportError,
+    TransportTimeoutError,
+)
 
 RECV_TIMEOUT_S = 120.0
 """Longest silence from the Keep before the client gives up (seconds)."""
@@ -70,7 +76,8 @@ class KeepChannel:
         """Run the TLS handshake; return the Keep's certificate (DER).
 
         Raises:
-            ChannelError: the handshake failed (a tampering relay, or certificate checks).
+            ChainError: the certificate does not chain to the trusted CA (Steward mode).
+            ChannelError: the handshake failed (a tampering relay, a peer that is not a Keep).
         """
         while True:
             try:
@@ -79,6 +86,12 @@ class KeepChannel:
             except ssl.SSLWantReadError:
                 self._flush()
                 self._fill()
+            except ssl.SSLCertVerificationError as e:
+                # Only with a trusted CA (Steward): the Keep did not prove itself, whoever it is.
+                raise ChainError(
+                    f"the Keep's certificate is not issued by the Steward CA you trust (--ca): "
+                    f"{e.verify_message}; the host may be substituting a Keep of its own"
+                ) from e
             except ssl.SSLError as e:
                 raise ChannelError(f"TLS handshake with the Keep failed: {e.reason or e}") from e
         self._flush()

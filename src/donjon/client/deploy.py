@@ -31,7 +31,14 @@ from donjon.client.attested import KeepIdentity, development_policy, verify_keep
 from donjon.client.channel import KeepChannel
 from donjon.client.host_api import HostClient, KeepInfo
 from donjon.crypto.ratls import certificate_pem
-from donjon.errors import ConfigError, RemoteProtocolError, UsageError
+from donjon.errors import (
+    ConfigError,
+    ConnectError,
+    Error,
+    KeepLaunchError,
+    RemoteProtocolError,
+    UsageError,
+)
 from donjon.keep.config import WorkloadConfig, load_config
 from donjon.wire.frames import (
     MAX_MODULE_BYTES,
@@ -187,7 +194,11 @@ def deploy(
         )
         _logger.info("keep %s created on %s", keep.id, options.host)
         context = _tls_context(options.steward_ca)
-        with KeepChannel(host.relay_url(keep.id), token=host.token, context=context) as channel:
+        try:
+            channel = KeepChannel(host.relay_url(keep.id), token=host.token, context=context)
+        except ConnectError as e:
+            raise _unreachable(host, keep.id, e) from e
+        with channel:
             peer = channel.handshake()
             identity = verify_keep_certificate(
                 peer,
@@ -207,6 +218,20 @@ def deploy(
         identity=identity,
         error=exit_frame.error,
         message=exit_frame.message,
+    )
+
+
+def _unreachable(host: HostClient, keep_id: str, error: ConnectError) -> Error:
+    """The relay refused: if the Keep has already ended, say so and why (as the host reports)."""
+    try:
+        info = host.get_keep(keep_id)
+    except Error:
+        return error
+    if info.state not in ("exited", "stopped", "failed"):
+        return error
+    return KeepLaunchError(
+        f"the Keep {keep_id} ended before it could be verified ({info.state}: "
+        f"{info.detail or 'no detail'}, as its host reports); nothing was sent to it"
     )
 
 

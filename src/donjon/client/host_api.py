@@ -90,6 +90,9 @@ class HostClient:
             timeout=timeout,
             transport=transport,
             headers={"authorization": f"Bearer {token}"},
+            # httpx parses certifi's whole CA bundle when a client is made (~50 ms on every
+            # deploy); plain HTTP has no TLS to verify, and redirects are not followed.
+            verify=parts.scheme == "https",
         )
 
     def __enter__(self) -> HostClient:

@@ -47,6 +47,8 @@ MAX_REQUEST_BYTES = 256 * 1024
 RELAY_CHUNK_BYTES = 64 * 1024
 SOCKET_WAIT_S = 15.0
 """How long the relay waits for a new Keep's runtime to listen (seconds)."""
+ENDED_CHECK_S = 0.25
+"""While waiting, how often the relay checks whether the Keep has ended instead (seconds)."""
 
 
 class RelayTap(Protocol):
@@ -147,7 +149,14 @@ def create_app(
             await ws.close(code=4410, reason="the Keep has finished")
             return
         sock_path = manager.keep_dir(record.id) / "keep.sock"
-        reader_writer = await _connect_when_ready(sock_path)
+
+        def ended() -> bool:
+            try:
+                return manager.get(principal, record.id).state.finished
+            except Error:
+                return True  # its record is gone or damaged: nothing to wait for
+
+        reader_writer = await _connect_when_ready(sock_path, ended)
         if reader_writer is None:
             await ws.close(code=4503, reason="the Keep is not listening")
             return
@@ -168,13 +177,19 @@ def create_app(
 
 
 async def _connect_when_ready(
-    path: Path,
+    path: Path, ended: Callable[[], bool]
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """Connect to a Keep's socket once it listens; None if it ends first or takes too long."""
     deadline = time.monotonic() + SOCKET_WAIT_S
+    next_check = time.monotonic() + ENDED_CHECK_S
     while time.monotonic() < deadline:
         try:
             return await asyncio.open_unix_connection(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() >= next_check:
+                if ended():  # e.g. Steward refused it: do not make the client wait 15 s
+                    return None
+                next_check = time.monotonic() + ENDED_CHECK_S
             await asyncio.sleep(0.02)
         except OSError:
             return None
@@ -230,5 +245,5 @@ async def _pump(
     writer.close()
     try:
         await ws.close()
-    except RuntimeError:
-        pass
+    except (RuntimeError, WebSocketDisconnect):
+        pass  # the client left first (the usual end of a session): nothing to close

@@ -38,9 +38,19 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: list[tuple[str, bytes]] = []
+        self._stamp: tuple[int, int, int] | None = None
         self.reload()
 
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def reload(self) -> None:
+        """Read the token file again (a running manager does so whenever the file changes)."""
+        stamp = self._file_stamp()
         entries: list[tuple[str, bytes]] = []
         if self.path.exists():
             for n, line in enumerate(self.path.read_text().splitlines(), 1):
@@ -52,6 +62,7 @@ class TokenStore:
                     raise ConfigError(f"{self.path}:{n}: expected 'name:sha256hex'")
                 entries.append((name, bytes.fromhex(digest)))
         self._entries = entries
+        self._stamp = stamp
 
     def add(self, name: str) -> str:
         """Create a token for *name*; returns the token (shown once, stored only as a hash)."""
@@ -78,6 +89,16 @@ class TokenStore:
             raise AuthenticationError(
                 "missing or malformed token: send 'Authorization: Bearer <token>'"
             )
+        if self._file_stamp() != self._stamp:
+            # `donjon host token NAME` (another process) added a token, or the operator removed
+            # one: take it into account now, not at the next restart.
+            try:
+                self.reload()
+            except (ConfigError, OSError) as e:
+                self._entries = []  # fail closed: a damaged token file admits nobody
+                raise AuthenticationError(
+                    "the keep manager's token file is damaged; ask its operator"
+                ) from e
         digest = hashlib.sha256(token.encode()).digest()
         found: str | None = None
         for name, stored in self._entries:  # no early exit: same work for every token

@@ -57,7 +57,9 @@ class CreateKeep:
         if unknown:
             raise DecodeError(f"create-keep request has unknown fields {sorted(unknown)}")
         backend, nonce = d.get("backend", "nil"), d.get("nonce")
-        steward, ca, limits = d.get("steward"), d.get("steward_ca_pem"), d.get("limits") or {}
+        steward, ca, limits = d.get("steward"), d.get("steward_ca_pem"), d.get("limits")
+        if limits is None:  # absent; any other non-map (``[]``, ``0``) is refused below
+            limits = {}
         if not isinstance(backend, str):
             raise DecodeError("backend must be text")
         if not isinstance(nonce, bytes) or not 16 <= len(nonce) <= MAX_NONCE_BYTES:
@@ -177,16 +179,23 @@ class KeepManager:
         for record in self._store.all():
             if record.state.finished:
                 continue
-            refreshed = self._refresh(record)
+            refreshed = self._refresh(record, starting_is_stale=True)
             if refreshed.state.finished:
                 reaped.append(record.id)
             else:
                 attached.append(record.id)
         return attached, reaped
 
-    def _refresh(self, record: KeepRecord) -> KeepRecord:
-        """Bring a live record up to date with its loader's fate."""
+    def _refresh(self, record: KeepRecord, *, starting_is_stale: bool = False) -> KeepRecord:
+        """Bring a live record up to date with its loader's fate.
+
+        A STARTING record is being created by a concurrent request (its loader may not have a
+        pid yet): it is left alone, except at reconcile time, when it can only be the leftover
+        of a manager that died while creating it.
+        """
         if record.state.finished:
+            return record
+        if record.state is KeepState.STARTING and not starting_is_stale:
             return record
         keep_dir = self._store.keep_dir(record.id)
         if record.loader_pid is not None and self._launcher.alive(record.loader_pid, keep_dir):

@@ -11,9 +11,12 @@ available on this host yet and end with a clear ``failed`` status.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,7 +26,28 @@ from donjon.host.store import KeepState, read_bounded, write_atomic
 from donjon.wire.cbor import decode, encode
 
 MAX_LAUNCH_BYTES = 128 * 1024
+MAX_REASON_BYTES = 4096
+"""Largest failure reason read from the keep runtime (bytes); it writes at most 1000 chars."""
 STOP_GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies (linux/prctl.h)."""
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the keep runtime die with this loader, even by SIGKILL.
+
+    Without it, a loader killed while the keep manager is down leaves its runtime running
+    unwatched: the manager reaps the Keep on restart, but the process would leak.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: nothing to load in the child
+    loader_pid = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != loader_pid:  # the loader died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _write_status(keep_dir: Path, state: KeepState, exit_code: int | None, detail: str) -> None:
@@ -55,6 +79,7 @@ def run_loader(keep_dir: Path) -> int:
             str(keep_dir / "launch.cbor"),
         ],
         stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent(),  # safe: the loader runs no threads
     )
     stopping = False
 
@@ -76,8 +101,20 @@ def run_loader(keep_dir: Path) -> int:
     elif rc == 0:
         _write_status(keep_dir, KeepState.EXITED, rc, "the Keep finished")
     else:
-        _write_status(keep_dir, KeepState.EXITED, rc, f"the keep runtime exited with {rc}")
+        reason = _failure_reason(keep_dir)
+        detail = f"the keep runtime exited with {rc}" + (f": {reason}" if reason else "")
+        _write_status(keep_dir, KeepState.EXITED, rc, detail)
     return 0
+
+
+def _failure_reason(keep_dir: Path) -> str | None:
+    """Why the keep runtime ended before serving, if it said (``keep.error``), cleaned up."""
+    try:
+        raw = read_bounded(keep_dir / "keep.error", MAX_REASON_BYTES)
+    except (OSError, DecodeError):
+        return None
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    return "".join(c for c in text if c.isprintable()) or None
 
 
 def main() -> None:

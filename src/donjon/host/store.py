@@ -6,6 +6,8 @@ Layout::
     STATE/keeps/<id>/launch.cbor   what the keep loader needs to start the Keep
     STATE/keeps/<id>/keep.sock     the keep runtime's socket (the relay connects here)
     STATE/keeps/<id>/status.cbor   written by the keep loader when the Keep ends
+    STATE/keeps/<id>/keep.error    why the keep runtime ended before serving, if it did
+    STATE/keeps/<id>/loader.log    the keep loader's and keep runtime's log
 
 Rule 1: a record is replaced whole or not at all; a crash never leaves half a record.
 Rule 2: records read back from disk are validated like any other untrusted input.

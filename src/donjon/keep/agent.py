@@ -31,11 +31,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from donjon.attestation.result import Endorsements
-from donjon.backends.evidence import EvidenceProvider, detect_provider
-from donjon.backends.host_view import HostView
 from donjon.backends.nil_evidence import NilEvidenceProvider
 from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import KeyPair
@@ -46,7 +44,6 @@ from donjon.keep.config import WorkloadConfig, parse_config
 from donjon.keep.executor import KeepRuntime, StreamingStdio
 from donjon.keep.plan import Invocation
 from donjon.keep.tls import server_context
-from donjon.steward.client import StewardClient
 from donjon.steward.messages import CsrEvidence
 from donjon.wire.cbor import decode
 from donjon.wire.frames import (
@@ -59,6 +56,13 @@ from donjon.wire.frames import (
     WorkloadFrame,
     encode_frame,
 )
+
+if TYPE_CHECKING:
+    from donjon.backends.evidence import EvidenceProvider
+
+# The Steward client (httpx) and the hardware probes are imported only where they are used:
+# each Keep is a fresh process, and their imports (~200 ms) would sit on every nil/RA-TLS
+# deploy's path to the first output byte (benchmarks/bench_deploy.py).
 
 _logger = logging.getLogger("donjon.keep.agent")
 
@@ -74,6 +78,9 @@ MAX_FAILED_SESSIONS = 8
 """Failed TLS sessions (e.g. a relay tampering with bytes) tolerated before the Keep ends."""
 RA_TLS_LIFETIME = timedelta(hours=24)
 EXIT_PROTOCOL = 125
+FAILURE_FILE = "keep.error"
+"""Written next to the socket when the Keep ends before serving: why (for its loader's status)."""
+MAX_FAILURE_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,9 @@ class Identity:
 def evidence_provider(backend: str) -> EvidenceProvider:
     if backend == "nil":
         return NilEvidenceProvider.default()
+    from donjon.backends.evidence import detect_provider
+    from donjon.backends.host_view import HostView
+
     return detect_provider(HostView())
 
 
@@ -122,6 +132,8 @@ def establish_identity(params: LaunchParams, *, now: datetime) -> Identity:
     provider = evidence_provider(params.backend)
     dns = [f"{params.keep_id}.keep.donjon.invalid"]
     if params.steward is not None:
+        from donjon.steward.client import StewardClient
+
         with StewardClient(params.steward, ca=params.steward_ca_pem) as steward:
             steward_nonce = steward.nonce()
             evidence = provider.evidence(
@@ -333,10 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         return serve(ns.socket, identity)
     except Error as e:
         _logger.error("%s", e.diagnostics())
+        _note_failure(ns.socket, e.diagnostics())
         return EXIT_PROTOCOL
     except OSError as e:
         _logger.error("%s", e)
+        _note_failure(ns.socket, str(e))
         return EXIT_PROTOCOL
+
+
+def _note_failure(sock_path: Path, reason: str) -> None:
+    # The reason is what the log says (a Steward refusal, bad launch parameters): no secret.
+    # The loader puts it in the Keep's status, so the client learns why its Keep is gone.
+    try:
+        sock_path.with_name(FAILURE_FILE).write_text(reason[:MAX_FAILURE_CHARS])
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

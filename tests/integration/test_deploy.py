@@ -1,0 +1,333 @@
+"""``donjon deploy`` end to end: a real keep manager, real loaders and keep runtimes, real Steward.
+
+Through the library (``donjon.client.deploy.deploy``) and through the CLI as a process, with and
+without a Steward (RA-TLS), checking exact output and exit codes: the workload's own code, a
+trap (134), a deadline (137), and refusal of a nil Keep without ``--insecure`` (nothing sent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from donjon.backends.nil_evidence import runtime_measurement
+from donjon.client.attested import InsecureKeepError
+from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
+from donjon.client.host_api import HostClient, KeepInfo
+from donjon.crypto.ca import verify_issued
+from donjon.crypto.ratls import load_peer_certificate
+from donjon.errors import KeepLaunchError, UsageError
+from donjon.steward.config import StewardPolicy
+from tests.integration.deploy_support import (
+    EXAMPLES,
+    ManagerHandle,
+    RelayRecorder,
+    StewardHandle,
+    assert_one_error_line,
+    marked_module,
+    pin_dev_key,
+    run_donjon,
+    running_manager,
+    running_steward,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+INSECURE_WARNING = "donjon: WARNING: --insecure"
+
+
+@pytest.fixture(autouse=True)
+def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    return pin_dev_key(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def recorder() -> RelayRecorder:
+    return RelayRecorder()
+
+
+@pytest.fixture
+def host(tmp_path: Path, recorder: RelayRecorder) -> Iterator[ManagerHandle]:
+    with running_manager(tmp_path / "host", relay_tap=recorder) as handle:
+        yield handle
+
+
+@pytest.fixture
+def steward() -> Iterator[StewardHandle]:
+    with running_steward() as handle:
+        yield handle
+
+
+def _options(host: ManagerHandle, steward: StewardHandle | None, **kw: object) -> DeployOptions:
+    extra = {"steward": steward.url, "steward_ca": steward.ca} if steward else {}
+    return DeployOptions(host=host.url, token=host.token, **extra, **kw)  # type: ignore[arg-type]
+
+
+def _deploy(workload: Workload, options: DeployOptions) -> tuple[DeployResult, bytes, bytes]:
+    out, err = io.BytesIO(), io.BytesIO()
+    result = deploy(workload, options, stdout=out, stderr=err)
+    return result, out.getvalue(), err.getvalue()
+
+
+def _workload_dir(tmp_path: Path, module: str, config: str) -> Path:
+    d = tmp_path / "workload"
+    d.mkdir()
+    (d / module).write_bytes((EXAMPLES / module).read_bytes())
+    (d / "Enarx.toml").write_text(config)
+    return d
+
+
+def _keep_state(host: ManagerHandle, keep_id: str) -> tuple[str, int | None]:
+    with HostClient(host.url, token=host.token) as client:
+        k = client.get_keep(keep_id)
+    return k.state, k.exit_code
+
+
+# -- library ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_steward", [False, True], ids=["ra-tls", "steward"])
+def test_deploy_hello_streams_output_and_exit_code(
+    host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path, with_steward: bool
+) -> None:
+    with running_steward() if with_steward else contextlib.nullcontext() as steward:
+        result, out, err = _deploy(
+            Workload.load(EXAMPLES / "hello.wasm"), _options(host, steward, insecure=True)
+        )
+        assert (result.exit_code, out, err) == (0, b"Hello, world!\n", b"")
+        assert result.error is None and result.message is None
+        ident = result.identity
+        assert ident.via == ("steward" if with_steward else "ra-tls")
+        assert ident.platform == "nil" and ident.insecure
+        assert ident.measurement == runtime_measurement()
+        cert = load_peer_certificate(ident.certificate_der)
+        if steward is not None:
+            verify_issued(cert, steward.ca)
+            assert ident.policy == "development (client), dev (Steward)"
+        else:
+            assert ident.policy == "development"
+    # The Keep ran once and ended with the workload's exit code.
+    wait_until(lambda: _keep_state(host, result.keep.id) == ("exited", 0), what="Keep exit")
+    # The relay carried only TLS records: the workload's output never crossed it in clear.
+    assert b"Hello, world!" not in recorder.carried()
+
+
+def test_relay_never_sees_the_module_or_the_output(
+    host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path
+) -> None:
+    marker = secrets.token_hex(16).encode()
+    module = tmp_path / "marked.wasm"
+    module.write_bytes(marked_module((EXAMPLES / "argsenv.wasm").read_bytes(), marker))
+    config = tmp_path / "Enarx.toml"
+    config.write_text(f'args = ["{marker.decode()}"]\n[env]\nSECRET = "{marker.decode()}"\n')
+    result, out, _ = _deploy(
+        Workload.load(module, config_path=config), _options(host, None, insecure=True)
+    )
+    assert result.exit_code == 0
+    assert f"argv[1]={marker.decode()}".encode() in out
+    assert f"env SECRET={marker.decode()}".encode() in out
+    # The module (~192 KiB of marker) went through the relay, but only as ciphertext.
+    assert recorder.bytes_to_keep() > 192 * 1024
+    assert marker not in recorder.carried()
+    assert marker[:8] not in recorder.carried()
+
+
+def test_config_args_and_exit_code(host: ManagerHandle, tmp_path: Path) -> None:
+    d = _workload_dir(tmp_path, "exitcode.wasm", 'args = ["42"]\n')
+    result, out, err = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    assert (result.exit_code, out, err, result.error) == (42, b"", b"", None)
+
+
+def test_config_args_and_env_reach_the_workload(host: ManagerHandle, tmp_path: Path) -> None:
+    d = _workload_dir(
+        tmp_path,
+        "argsenv.wasm",
+        'args = ["--greeting", "hello world"]\n[env]\nLANGUAGE = "en"\n',
+    )
+    result, out, _ = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    assert result.exit_code == 0
+    assert out.decode().splitlines() == [
+        "argc=3",
+        "argv[0]=main.wasm",  # a deployed module is main.wasm inside the Keep
+        "argv[1]=--greeting",
+        "argv[2]=hello world",
+        "env FD_COUNT=3",
+        "env FD_NAMES=stdin:stdout:stderr",
+        "env LANGUAGE=en",
+    ]
+
+
+def test_stdin_is_not_forwarded_yet_the_workload_sees_eof(host: ManagerHandle) -> None:
+    # deploy sends stdin-eof right after the workload frame: a filter reads nothing and ends.
+    result, out, err = _deploy(
+        Workload.load(EXAMPLES / "rot13.wasm"), _options(host, None, insecure=True)
+    )
+    assert (result.exit_code, out, err) == (0, b"", b"")
+
+
+def test_trap_exits_134_with_the_reason(host: ManagerHandle) -> None:
+    result, out, _ = _deploy(
+        Workload.load(EXAMPLES / "trap.wasm"), _options(host, None, insecure=True)
+    )
+    assert result.exit_code == 134
+    assert out == b"about to trap\n"
+    assert result.error == "GuestTrapError"  # a TrapError
+    assert result.message is not None
+    assert "main.wasm trapped: wasm `unreachable` instruction executed" in result.message
+    wait_until(lambda: _keep_state(host, result.keep.id) == ("exited", 134), what="Keep exit")
+
+
+def test_deadline_exits_137(host: ManagerHandle, tmp_path: Path) -> None:
+    d = _workload_dir(tmp_path, "spin.wasm", "[limits]\ntimeout_s = 0.5\n")
+    result, out, _ = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    assert result.exit_code == 137
+    assert out == b"spinning\n"
+    assert result.error == "DeadlineError"  # a LimitError
+    assert result.message == "deadline of 0.5 s reached: main.wasm was stopped"
+
+
+@pytest.mark.parametrize("with_steward", [False, True], ids=["ra-tls", "steward"])
+def test_nil_keep_refused_without_insecure_and_nothing_sent(
+    host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path, with_steward: bool
+) -> None:
+    marker = secrets.token_hex(16).encode()
+    module = tmp_path / "marked.wasm"
+    module.write_bytes(marked_module((EXAMPLES / "hello.wasm").read_bytes(), marker))
+    with running_steward() if with_steward else contextlib.nullcontext() as steward:
+        with pytest.raises(InsecureKeepError, match="Pass --insecure") as caught:
+            _deploy(Workload.load(module), _options(host, steward))
+    assert "no confidentiality or integrity against the host" in caught.value.diagnostics()
+    # Only the handshake went to the Keep: far fewer bytes than the 192 KiB module.
+    assert 0 < recorder.bytes_to_keep() < 8 * 1024
+    assert marker not in recorder.carried()
+    # The Keep is still waiting: it never got a workload to run.
+    [keep] = _list(host)
+    assert keep.state == "running"
+
+
+def test_keep_refused_by_steward_fails_fast_with_the_reason(host: ManagerHandle) -> None:
+    # Steward's production policy refuses nil evidence: the Keep ends before it listens. The
+    # client learns why from the host within a second or so (not the relay's 15 s timeout).
+    with running_steward(StewardPolicy.production()) as steward:
+        started = time.monotonic()
+        with pytest.raises(KeepLaunchError) as caught:
+            _deploy(Workload.load(EXAMPLES / "hello.wasm"), _options(host, steward, insecure=True))
+        assert time.monotonic() - started < 10
+    message = caught.value.diagnostics()
+    assert "ended before it could be verified" in message
+    assert "not allowed by policy 'production'" in message
+    assert "nothing was sent" in message
+
+
+def test_cli_keep_refused_by_steward(host: ManagerHandle, tmp_path: Path) -> None:
+    with running_steward(StewardPolicy.production()) as steward:
+        ca = steward.write_ca(tmp_path / "ca.crt")
+        result = run_donjon(
+            _cli_deploy(
+                host,
+                str(EXAMPLES / "hello.wasm"),
+                *("--steward", steward.url, "--ca", str(ca), "--insecure"),
+            )
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert_one_error_line(result, "ended before it could be verified", "policy 'production'")
+
+
+def test_steward_without_ca_is_a_usage_error(host: ManagerHandle, steward: StewardHandle) -> None:
+    options = DeployOptions(host=host.url, token=host.token, steward=steward.url, insecure=True)
+    with pytest.raises(UsageError, match="--ca FILE"):
+        _deploy(Workload.load(EXAMPLES / "hello.wasm"), options)
+    assert _list(host) == []  # refused before asking for a Keep
+
+
+# -- CLI (a process each) ----------------------------------------------------------------------
+
+
+def _cli_deploy(host: ManagerHandle, *args: str) -> list[str]:
+    return ["deploy", *args, "--host", host.url, "--token-file", str(host.token_file)]
+
+
+def test_cli_deploy_ra_tls(host: ManagerHandle) -> None:
+    result = run_donjon(_cli_deploy(host, str(EXAMPLES / "hello.wasm"), "--insecure"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello, world!\n"
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(INSECURE_WARNING)
+    assert "verified via ra-tls: platform nil (INSECURE: no TEE)" in lines[1]
+    assert "sending hello.wasm" in lines[1]
+    assert len(lines) == 2
+
+
+def test_cli_deploy_with_steward(
+    host: ManagerHandle, steward: StewardHandle, tmp_path: Path
+) -> None:
+    ca = steward.write_ca(tmp_path / "ca.crt")
+    result = run_donjon(
+        _cli_deploy(
+            host,
+            str(EXAMPLES / "hello.wasm"),
+            "--steward",
+            steward.url,
+            "--ca",
+            str(ca),
+            "--insecure",
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello, world!\n"
+    assert "verified via steward: platform nil (INSECURE: no TEE)" in result.stderr
+    assert "policy development (client), dev (Steward)" in result.stderr
+
+
+def test_cli_deploy_trap_and_deadline_exit_codes(host: ManagerHandle, tmp_path: Path) -> None:
+    trap = run_donjon(_cli_deploy(host, str(EXAMPLES / "trap.wasm"), "--insecure"))
+    assert trap.returncode == 134
+    assert trap.stdout == "about to trap\n"
+    assert_one_error_line(trap, "main.wasm trapped")
+    cfg = tmp_path / "limits.toml"
+    cfg.write_text("[limits]\ntimeout_s = 0.5\n")
+    spin = run_donjon(
+        _cli_deploy(host, str(EXAMPLES / "spin.wasm"), "--wasmcfgfile", str(cfg), "--insecure")
+    )
+    assert spin.returncode == 137
+    assert spin.stdout == "spinning\n"
+    assert_one_error_line(spin, "deadline of 0.5 s reached")
+
+
+def test_cli_refuses_nil_without_insecure(host: ManagerHandle, recorder: RelayRecorder) -> None:
+    result = run_donjon(_cli_deploy(host, str(EXAMPLES / "hello.wasm")))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert INSECURE_WARNING not in result.stderr
+    assert_one_error_line(result, "the Keep runs on 'nil'", "Pass --insecure")
+    assert recorder.bytes_to_keep() < 8 * 1024
+
+
+def test_cli_usage_errors_exit_2(host: ManagerHandle, tmp_path: Path) -> None:
+    no_ca = run_donjon(
+        _cli_deploy(host, str(EXAMPLES / "hello.wasm"), "--steward", "http://127.0.0.1:9")
+    )
+    assert no_ca.returncode == 2
+    assert_one_error_line(no_ca, "--ca FILE")
+    not_wasm = tmp_path / "x.wasm"
+    not_wasm.write_bytes(b"#!/bin/sh\n")
+    bad = run_donjon(_cli_deploy(host, str(not_wasm), "--insecure"))
+    assert bad.returncode == 2
+    assert_one_error_line(bad, "is not a WebAssembly module")
+    assert _list(host) == []
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _list(host: ManagerHandle) -> list[KeepInfo]:
+    with HostClient(host.url, token=host.token) as client:
+        return list(client.list_keeps())

@@ -1,0 +1,384 @@
+"""The keep manager as a real service: tokens, ownership, request limits, the ``donjon keep`` CLI,
+stopping Keeps, and surviving its own restart (``donjon host serve`` as a process) without
+leaking a single process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from donjon.client.host_api import HostClient, HostRefusedError, KeepInfo
+from donjon.errors import NotFoundError
+from donjon.host.auth import Principal
+from donjon.wire.cbor import decode, encode
+from tests.integration.deploy_support import (
+    EXAMPLES,
+    ManagerHandle,
+    assert_one_error_line,
+    live_processes_mentioning,
+    pid_alive,
+    pin_dev_key,
+    run_donjon,
+    run_in_keep,
+    running_manager,
+    start_service,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+CBOR = {"content-type": "application/cbor"}
+
+
+@pytest.fixture(autouse=True)
+def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    return pin_dev_key(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[ManagerHandle]:
+    with running_manager(tmp_path / "host") as handle:
+        yield handle
+
+
+def _create(host: ManagerHandle, token: str | None = None) -> tuple[KeepInfo, bytes]:
+    nonce = secrets.token_bytes(32)
+    with HostClient(host.url, token=token or host.token) as client:
+        return client.create_keep(backend="nil", nonce=nonce), nonce
+
+
+def _post(
+    host: ManagerHandle, body: bytes, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{host.url}/v1/keeps",
+        content=body,
+        headers={"authorization": f"Bearer {host.token}", **CBOR, **(headers or {})},
+    )
+
+
+def _error(response: httpx.Response) -> tuple[int, str, str]:
+    assert response.headers["content-type"] == "application/cbor"
+    body = decode(response.content)
+    return response.status_code, body["error"], body["reason"]
+
+
+# -- tokens and ownership ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Bearer " + "0" * 64, "Basic YWRtaW46eA==", "Bearer " + "a" * 300],
+    ids=["none", "empty", "unknown", "basic", "too-long"],
+)
+def test_requests_without_a_valid_token_get_401(
+    host: ManagerHandle, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"authorization": authorization}
+    for method, path in [("GET", "/v1/keeps"), ("GET", "/v1/keeps/0123456789abcdef")]:
+        response = httpx.request(method, f"{host.url}{path}", headers=headers)
+        status, error, reason = _error(response)
+        assert (status, error) == (401, "AuthenticationError")
+        assert "token" in reason
+    response = httpx.post(f"{host.url}/v1/keeps", content=b"\xa0", headers={**headers, **CBOR})
+    assert response.status_code == 401
+    assert list(host.manager.list_keeps(Principal("admin"))) == []
+
+
+def test_the_client_reports_a_refused_token(host: ManagerHandle) -> None:
+    with HostClient(host.url, token="f" * 64) as client, pytest.raises(HostRefusedError) as e:
+        client.list_keeps()
+    assert "refused the token" in e.value.diagnostics()
+    assert "f" * 64 not in e.value.diagnostics()
+
+
+def test_only_the_creator_sees_inspects_relays_to_or_stops_a_keep(host: ManagerHandle) -> None:
+    mallory = host.add_token("mallory")
+    keep, _ = _create(host)
+    with HostClient(host.url, token=mallory) as client:
+        assert client.list_keeps() == []
+        with pytest.raises(NotFoundError):
+            client.get_keep(keep.id)
+        with pytest.raises(NotFoundError):
+            client.stop_keep(keep.id)
+        # The relay refuses the WebSocket handshake (403) before reaching the Keep.
+        with pytest.raises(InvalidStatus) as refused:
+            connect(client.relay_url(keep.id), additional_headers={"authorization": mallory})
+        assert refused.value.response.status_code == 403
+    # The same 404 as for a Keep that does not exist: nothing is revealed.
+    response = httpx.get(
+        f"{host.url}/v1/keeps/{keep.id}", headers={"authorization": f"Bearer {mallory}"}
+    )
+    missing = httpx.get(
+        f"{host.url}/v1/keeps/{'0' * 16}", headers={"authorization": f"Bearer {mallory}"}
+    )
+    assert _error(response)[:2] == _error(missing)[:2] == (404, "NotFoundError")
+    with HostClient(host.url, token=host.token) as client:
+        assert client.get_keep(keep.id).state == "running"
+        assert [k.id for k in client.list_keeps()] == [keep.id]
+
+
+def test_relay_needs_a_token(host: ManagerHandle) -> None:
+    keep, _ = _create(host)
+    with HostClient(host.url, token=host.token) as client:
+        url = client.relay_url(keep.id)
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url)
+    assert refused.value.response.status_code == 403
+
+
+# -- request limits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "fragment"),
+    [
+        (encode({"nonce": bytes(32), "x": 1}), {}, 400, "unknown fields ['x']"),
+        (encode({"backend": "nil"}), {}, 400, "nonce must be 16..64 bytes"),
+        (encode({"nonce": bytes(8)}), {}, 400, "nonce must be 16..64 bytes"),
+        (encode({"nonce": bytes(65)}), {}, 400, "nonce must be 16..64 bytes"),
+        (encode([1, 2]), {}, 400, "must be a CBOR map"),
+        (b"\xff\x00", {}, 400, "not valid CBOR"),
+        (encode({"nonce": bytes(32)}) + b"\x00", {}, 400, "trailing bytes"),
+        (encode({"nonce": bytes(32), "limits": {"cpu": 1}}), {}, 400, "only memory_mib"),
+        (encode({"nonce": bytes(32), "limits": {"timeout_s": -1}}), {}, 400, "positive"),
+        (encode({"nonce": bytes(32), "limits": {"timeout_s": True}}), {}, 400, "positive"),
+        (encode({"nonce": bytes(32), "steward": "x" * 4096}), {}, 400, "must be a URL"),
+        (encode({"nonce": bytes(32)}), {"content-type": "application/json"}, 400, "send the"),
+        (encode({"nonce": bytes(32), "pad": bytes(300 * 1024)}), {}, 400, "exceeds 262144"),
+        (encode({"nonce": bytes(32), "backend": "sev-snp"}), {}, 409, "not available"),
+    ],
+    ids=[
+        "unknown-field",
+        "no-nonce",
+        "short-nonce",
+        "long-nonce",
+        "not-a-map",
+        "not-cbor",
+        "trailing",
+        "unknown-limit",
+        "negative-limit",
+        "bool-limit",
+        "long-steward",
+        "json",
+        "oversized",
+        "backend",
+    ],
+)
+def test_bad_create_requests_are_refused_and_start_nothing(
+    host: ManagerHandle, body: bytes, headers: dict[str, str], status: int, fragment: str
+) -> None:
+    response = _post(host, body, headers)
+    got_status, _, reason = _error(response)
+    assert got_status == status
+    assert fragment in reason
+    assert list((host.state_dir / "keeps").iterdir()) == []
+
+
+def test_unknown_and_malformed_keep_ids_are_404(host: ManagerHandle) -> None:
+    auth = {"authorization": f"Bearer {host.token}"}
+    for keep_id in ["0123456789abcdef", "ZZZ", "..%2F..%2Ftokens", "0" * 17]:
+        response = httpx.get(f"{host.url}/v1/keeps/{keep_id}", headers=auth)
+        assert response.status_code == 404, keep_id
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def test_keep_list_status_stop_cli(host: ManagerHandle) -> None:
+    keep, _ = _create(host)
+    keep_dir = str(host.keep_dir(keep.id))
+    opts = ["--host", host.url, "--token-file", str(host.token_file)]
+    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="loader and runtime")
+
+    listed = run_donjon(["keep", "list", *opts])
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["ID", "BACKEND", "STATE", "AGE", "EXIT", "DETAIL"]
+    assert row.split()[:3] == [keep.id, "nil", "running"]
+
+    status = run_donjon(["keep", "status", keep.id, "--json", *opts])
+    assert status.returncode == 0
+    assert '"state": "running"' in status.stdout
+    assert f'"id": "{keep.id}"' in status.stdout
+
+    stopped = run_donjon(["keep", "stop", keep.id, *opts])
+    assert stopped.returncode == 0
+    assert stopped.stdout.split()[:3] == [keep.id, "nil", "stopped"]
+    assert "stopped by its owner" in stopped.stdout
+    # Stopping killed the loader and the keep runtime.
+    assert live_processes_mentioning(keep_dir) == []
+
+    again = run_donjon(["keep", "list", *opts])
+    assert again.stdout.splitlines()[1].split()[2] == "stopped"
+
+    missing = run_donjon(["keep", "status", "0" * 16, *opts])
+    assert missing.returncode == 1
+    assert_one_error_line(missing, "no Keep")
+    no_token = run_donjon(["keep", "list", "--host", host.url])
+    assert no_token.returncode == 2
+    assert_one_error_line(no_token, "no client token")
+
+
+def test_host_token_cli_works_on_a_running_manager(host: ManagerHandle, tmp_path: Path) -> None:
+    _create(host)
+    out = tmp_path / "alice.token"
+    made = run_donjon(
+        ["host", "token", "alice", "--state-dir", str(host.state_dir), "--out", str(out)]
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == ""
+    assert made.stderr == f"token for alice written to {out}\n"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    token = out.read_text().strip()
+    assert token not in (host.state_dir / "tokens").read_text()
+    # No restart needed: the running manager knows alice now, and shows her only her Keeps.
+    listed = run_donjon(["keep", "list", "--host", host.url, "--token-file", str(out)])
+    assert (listed.returncode, listed.stdout) == (0, "no Keeps\n")
+    again = run_donjon(["host", "token", "alice", "--state-dir", str(host.state_dir)])
+    assert again.returncode == 3
+    assert_one_error_line(again, "a token named 'alice' exists already")
+
+
+def test_keep_list_empty_and_json(host: ManagerHandle) -> None:
+    opts = ["--host", host.url, "--token-file", str(host.token_file)]
+    assert run_donjon(["keep", "list", *opts]).stdout == "no Keeps\n"
+    assert run_donjon(["keep", "list", "--json", *opts]).stdout == "[]\n"
+
+
+def test_stopping_a_keep_kills_loader_and_runtime(host: ManagerHandle) -> None:
+    keep, _ = _create(host)
+    record = host.manager.get(Principal("admin"), keep.id)
+    keep_dir = str(host.keep_dir(keep.id))
+    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="loader and runtime")
+    assert record.loader_pid in live_processes_mentioning(keep_dir)
+    with HostClient(host.url, token=host.token) as client:
+        stopped = client.stop_keep(keep.id)
+        assert (stopped.state, stopped.detail) == ("stopped", "stopped by its owner")
+        assert client.stop_keep(keep.id).state == "stopped"  # idempotent
+    assert live_processes_mentioning(keep_dir) == []
+
+
+def test_keeps_created_at_once_all_start_and_all_stop(host: ManagerHandle) -> None:
+    # Concurrent creates and lists must not reap each other's Keeps while they start (a race
+    # benchmarks/bench_deploy.py found with 20 Keeps: refused relays, unstoppable processes).
+    count = 6
+    with ThreadPoolExecutor(count) as pool:
+        created = list(pool.map(lambda _: _create(host)[0], range(count)))
+    with HostClient(host.url, token=host.token) as client:
+        assert sorted(k.id for k in client.list_keeps()) == sorted(k.id for k in created)
+        for keep in created:
+            info = client.get_keep(keep.id)
+            assert (info.state, info.detail) == ("running", None)
+            keep_dir = str(host.keep_dir(keep.id))
+            _wait_for_processes(keep_dir, 2)
+        for keep in created:
+            assert client.stop_keep(keep.id).state == "stopped"
+    assert live_processes_mentioning(str(host.state_dir)) == []
+
+
+# -- restarts ------------------------------------------------------------------------------
+
+
+def test_restart_reattaches_live_keeps_and_reaps_dead_ones(tmp_path: Path) -> None:
+    state = tmp_path / "hs"
+    first = start_service(
+        ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+        tmp_path / "host1.log",
+    )
+    try:
+        token = (state / "admin.token").read_text().strip()
+        with HostClient(first.url, token=token) as client:
+            nonce_a = secrets.token_bytes(32)
+            keep_a = client.create_keep(backend="nil", nonce=nonce_a)
+            keep_b = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
+        dir_a, dir_b = (str(state / "keeps" / k.id) for k in (keep_a, keep_b))
+        for d in (dir_a, dir_b):
+            _wait_for_processes(d, 2)
+    finally:
+        assert first.terminate() == 0
+    try:
+        # The manager is gone; its Keeps are not (they are detached on purpose).
+        assert len(live_processes_mentioning(dir_a)) == 2
+        # While it is down, Keep B's loader dies (OOM killer, an operator's kill -9, ...).
+        loader_b = _loader_pid(state, keep_b.id)
+        os.kill(loader_b, signal.SIGKILL)
+        # The kernel takes B's runtime down with its loader (PR_SET_PDEATHSIG): no orphan.
+        wait_until(lambda: live_processes_mentioning(dir_b) == [], what="B's processes gone")
+
+        second = start_service(
+            ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+            tmp_path / "host2.log",
+        )
+        try:
+            assert "re-attached 1 running Keeps, reaped 1" in second.stderr()
+            assert "admin token written" not in second.stderr()  # the old token still works
+            with HostClient(second.url, token=token) as client:
+                b = client.get_keep(keep_b.id)
+                assert (b.state, b.detail) == ("failed", "keep loader vanished")
+                assert client.get_keep(keep_a.id).state == "running"
+            # Keep A survived the restart and is reachable through the new manager's relay,
+            # still bound to the nonce its client gave when it was created.
+            result = run_in_keep(
+                second.url, token, keep_a.id, nonce_a, (EXAMPLES / "hello.wasm").read_bytes()
+            )
+            assert (result.exit_code, result.stdout, result.via) == (
+                0,
+                b"Hello, world!\n",
+                "ra-tls",
+            )
+            with HostClient(second.url, token=token) as client:
+                wait_until(lambda: client.get_keep(keep_a.id).state == "exited", what="A exits")
+                assert client.get_keep(keep_a.id).exit_code == 0
+        finally:
+            assert second.terminate() == 0
+    finally:
+        for d in (dir_a, dir_b):
+            for pid in live_processes_mentioning(d):
+                os.kill(pid, signal.SIGKILL)
+    assert live_processes_mentioning(str(state)) == []
+
+
+def test_restart_with_keeps_still_running_then_stop_them(tmp_path: Path) -> None:
+    state = tmp_path / "hs"
+    args = ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)]
+    first = start_service(args, tmp_path / "host1.log")
+    try:
+        token = (state / "admin.token").read_text().strip()
+        with HostClient(first.url, token=token) as client:
+            keep = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
+        keep_dir = str(state / "keeps" / keep.id)
+        wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="the Keep")
+    finally:
+        first.terminate()
+    second = start_service(args, tmp_path / "host2.log")
+    try:
+        # A re-attached loader is no child of this manager: it is found and stopped via /proc.
+        with HostClient(second.url, token=token) as client:
+            assert client.stop_keep(keep.id).state == "stopped"
+        assert live_processes_mentioning(keep_dir) == []
+    finally:
+        second.terminate()
+
+
+def _wait_for_processes(keep_dir: str, count: int) -> None:
+    """Wait until *count* live processes (loader, runtime) belong to *keep_dir*."""
+    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == count, timeout=60, what=keep_dir)
+
+
+def _loader_pid(state: Path, keep_id: str) -> int:
+    record = decode((state / "keeps" / keep_id / "record.cbor").read_bytes())
+    pid = record["loader_pid"]
+    assert isinstance(pid, int) and pid_alive(pid)
+    return pid
