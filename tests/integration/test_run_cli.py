@@ -297,17 +297,21 @@ def test_unreadable_and_invalid_configs(
     assert result.stdout == b""
 
 
-def test_sockets_are_refused_for_now(
+def test_a_listen_socket_is_granted_with_notices(
     env: dict[str, str], examples_dir: Path, tmp_path: Path
 ) -> None:
+    # Once refused; the socket layer now provides it (tests/integration/test_sockets.py).
     config = write_config(
         tmp_path,
         '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
-        '[[files]]\nkind = "listen"\nname = "api"\nprot = "tcp"\nport = 8080\n',
+        '[[files]]\nkind = "listen"\nname = "api"\nprot = "tcp"\naddr = "127.0.0.1"\n'
+        "port = 0\n",
     )
     result = donjon(env, "run", "--wasmcfgfile", config, examples_dir / "hello.wasm")
-    assert result.returncode == 3
-    assert "files[3]: a listen socket at fd 3 is not supported yet" in result.stderr.decode()
+    assert (result.returncode, result.stdout) == (0, b"Hello, world!\n")
+    stderr = result.stderr.decode()
+    assert 'donjon: plaintext TCP on files[3] "api": the host can read and change' in stderr
+    assert 'donjon: files[3] "api": listening on 127.0.0.1:' in stderr
 
 
 def test_other_backends_are_unavailable(env: dict[str, str], examples_dir: Path) -> None:

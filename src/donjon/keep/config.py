@@ -161,7 +161,8 @@ class FileSpec:
         prot: listen/connect only: TLS (default) or plaintext TCP.
         addr: listen only: the IP address to bind (default ``"::"``).
         host: connect only: the host name or IP address to connect to.
-        port: listen/connect only: 1..65535 (default 443).
+        port: listen/connect only: 1..65535 (default 443); a listen may also say 0, for a free
+            port the system picks when the Keep starts (reported when it listens).
         client_ca: listen with TLS only (donjon extension): PEM trust anchors; when set, every
             client must present a certificate that chains to one of them (mutual TLS).
         server_ca: connect with TLS only (donjon extension): PEM trust anchors that the server's
@@ -617,7 +618,8 @@ def _files(where: _Where, value: Any) -> tuple[FileSpec, ...]:
                 f'so FD_NAMES can tell fds apart: add name = "..." to one of them',
             )
         names[spec.name] = index
-        if spec.kind is FileKind.LISTEN and spec.addr is not None and spec.port is not None:
+        # Port 0 is "any free port": two such listeners never collide.
+        if spec.kind is FileKind.LISTEN and spec.addr is not None and spec.port:
             bind = (ipaddress.ip_address(spec.addr).compressed, spec.port)
             other = binds.get(bind)
             if other is not None:
@@ -655,7 +657,9 @@ def _file_spec(where: _Where, path: KeyPath, value: Any) -> FileSpec:
         return FileSpec(kind, name if name is not None else kind.value)
 
     prot = _protocol(where, (*path, "prot"), value.get("prot", Protocol.TLS.value))
-    port = _port(where, (*path, "port"), value.get("port", DEFAULT_PORT))
+    port = _port(
+        where, (*path, "port"), value.get("port", DEFAULT_PORT), any_port=kind is FileKind.LISTEN
+    )
     if kind is FileKind.LISTEN:
         if name is None:
             raise where.error(
@@ -700,11 +704,15 @@ def _protocol(where: _Where, path: KeyPath, value: Any) -> Protocol:
     raise where.error(path, f'{shown} is not allowed; use "tls" or "tcp"')
 
 
-def _port(where: _Where, path: KeyPath, value: Any) -> int:
+def _port(where: _Where, path: KeyPath, value: Any, *, any_port: bool) -> int:
+    # A listener may ask for port 0: the system picks a free port when the Keep starts (as a
+    # u16, Enarx accepts it too). Connecting to port 0 means nothing.
+    lowest = 0 if any_port else 1
     if type(value) is not int:
-        raise where.error(path, f"must be an integer in 1..65535, got {_type_name(value)}")
-    if not 1 <= value <= 65535:
-        raise where.error(path, f"{value} is out of range; use a port in 1..65535")
+        raise where.error(path, f"must be an integer in {lowest}..65535, got {_type_name(value)}")
+    if not lowest <= value <= 65535:
+        hint = " (0: any free port)" if any_port else ""
+        raise where.error(path, f"{value} is out of range; use a port in {lowest}..65535{hint}")
     return value
 
 

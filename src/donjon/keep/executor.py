@@ -15,8 +15,15 @@ that have a deadline, because epoch checks cost 5–27 % of CPU time (TOOLING.md
 Rule 4: every ``Store`` is closed in a ``finally`` (TOOLING.md P7), and captured output goes to
 memory files rather than Python callbacks wherever possible, for the same reason.
 
-The linker is built in one place, :meth:`KeepRuntime._build_linker`: the socket layer (WASI
-shadowing, TOOLING.md §9) plugs in there.
+Rule 5: fds are numbered as the config lists them. When wasmtime cannot number them itself
+(sockets, anything at fd 3 or above: :attr:`Invocation.fds`), the socket layer
+(:mod:`donjon.keep.sockets`) does: it opens the sockets before ``_start``, links the workload's
+fd functions to a generated Wasm dispatcher (files and stdio stay in wasmtime; only sockets and
+``null`` reach Python, through raw callbacks), and ends blocked socket calls at the deadline.
+It is imported only for such runs, so other runs do not pay for it.
+
+The standard linker is built in one place, :meth:`KeepRuntime._build_linker`; socket runs get a
+per-run linker from :class:`~donjon.keep.sockets.session.SocketSession`.
 
 Example:
     >>> from donjon.keep.config import WorkloadConfig
@@ -44,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import wasmtime
 
@@ -60,6 +68,11 @@ from donjon.keep.errors import (
 )
 from donjon.keep.module import check_module_header, module_digest
 from donjon.keep.plan import Invocation, format_mib
+
+if TYPE_CHECKING:
+    from donjon.keep.sockets.dispatch import DispatchModules
+    from donjon.keep.sockets.network import NetworkOptions
+    from donjon.keep.sockets.session import SocketSession
 
 __all__ = [
     "EPOCH_TICK_S",
@@ -129,7 +142,17 @@ class LoadedModule:
         epochs: whether it was compiled for deadlines (epoch interruption).
     """
 
-    __slots__ = ("_pre", "_wasm", "epochs", "load_s", "name", "origin", "sha256", "size")
+    __slots__ = (
+        "_module",
+        "_pre",
+        "_wasm",
+        "epochs",
+        "load_s",
+        "name",
+        "origin",
+        "sha256",
+        "size",
+    )
 
     def __init__(
         self,
@@ -141,6 +164,7 @@ class LoadedModule:
         load_s: float,
         epochs: bool,
         pre: wasmtime.InstancePre,
+        module: wasmtime.Module,
     ) -> None:
         self.name = name
         self.sha256 = sha256
@@ -150,6 +174,7 @@ class LoadedModule:
         self.epochs = epochs
         self._wasm = wasm
         self._pre = pre
+        self._module = module
 
     def _renamed(self, name: str, origin: Origin) -> LoadedModule:
         return LoadedModule(
@@ -160,6 +185,7 @@ class LoadedModule:
             load_s=0.0,
             epochs=self.epochs,
             pre=self._pre,
+            module=self._module,
         )
 
     def __repr__(self) -> str:
@@ -402,6 +428,7 @@ class KeepRuntime:
             load_s=load_s,
             epochs=deadline,
             pre=pre,
+            module=module,
         )
         if origin is Origin.CACHE:
             _logger.info(
@@ -452,13 +479,22 @@ class KeepRuntime:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, module: LoadedModule, invocation: Invocation, stdio: Stdio) -> int:
+    def run(
+        self,
+        module: LoadedModule,
+        invocation: Invocation,
+        stdio: Stdio,
+        *,
+        network: NetworkOptions | None = None,
+    ) -> int:
         """Run ``module``'s ``_start`` once, with what ``invocation`` grants.
 
         Args:
             module: a module loaded by this runtime.
-            invocation: argv, env, stdio, directories and limits.
-            stdio: where fds 0–2 go: the process's own, or captured.
+            invocation: argv, env, stdio, fds, directories and limits.
+            stdio: where the caller's stdin, stdout and stderr streams go.
+            network: how ``listen``/``connect`` entries are provided (the Keep's TLS identity,
+                limits, a stop signal, notices); the defaults serve plaintext sockets only.
 
         Returns:
             The workload's exit code (0..125).
@@ -466,13 +502,39 @@ class KeepRuntime:
         Raises:
             GuestTrapError: the workload trapped.
             MemoryLimitError: it needed more memory than ``invocation.memory_bytes``.
-            DeadlineError: it ran past ``invocation.timeout_s``.
+            DeadlineError: it ran past ``invocation.timeout_s`` (also while blocked in a
+                socket call).
             ConfigError: a pre-opened directory cannot be opened.
+            UnsupportedConfigError: a TLS socket, but ``network`` has no TLS identity.
+            SocketSetupError: a listener cannot be bound or a connection made (the workload
+                does not start); PeerVerificationError when a TLS server is refused.
+            RunStoppedError: ``network.stop`` was set.
         """
         deadline = invocation.timeout_s is not None
         if module.epochs != deadline:
             module = self.load(module._wasm, name=module.name, deadline=deadline)
         state = self._engine(deadline)
+        session: SocketSession | None = None
+        if invocation.fds is not None:
+            from donjon.keep.sockets.network import NetworkOptions
+            from donjon.keep.sockets.session import SocketSession
+
+            session = SocketSession.open(invocation, network or NetworkOptions())
+        try:
+            return self._run(state, module, invocation, stdio, session)
+        finally:
+            if session is not None:
+                session.close()
+
+    def _run(
+        self,
+        state: _EngineState,
+        module: LoadedModule,
+        invocation: Invocation,
+        stdio: Stdio,
+        session: SocketSession | None,
+    ) -> int:
+        deadline = invocation.timeout_s is not None
         store = wasmtime.Store(state.engine)
         try:
             if invocation.memory_bytes is not None:
@@ -480,25 +542,68 @@ class KeepRuntime:
             if deadline:
                 store.set_epoch_deadline(_NO_DEADLINE_TICKS)
             store.set_wasi(_wasi_config(invocation, stdio))
-            instance = self._instantiate(module, store, invocation)
+            if session is None:
+                instance = self._instantiate(module, store, invocation)
+            else:
+                instance = self._instantiate_with_sockets(state, module, store, invocation, session)
             start = instance.exports(store)["_start"]
             if not isinstance(start, wasmtime.Func):  # checked at load; a wiring bug if not
                 raise NoEntryPointError(f"{module.name}: _start is not a function")
             with state.ticker.running(deadline):
                 if invocation.timeout_s is not None:
                     store.set_epoch_deadline(_deadline_ticks(invocation.timeout_s))
+                if session is not None:
+                    session.start(invocation.timeout_s)
                 try:
                     start(store)
                 except wasmtime.ExitTrap as e:
                     return int(e.code)
                 except wasmtime.Trap as e:
-                    raise _trap_error(e, module, instance, store, invocation) from e
+                    caused = session and session.failure(module.name, invocation.timeout_s)
+                    raise (caused or _trap_error(e, module, instance, store, invocation)) from e
                 except wasmtime.WasmtimeError as e:
-                    raise _runtime_error(e, module) from e
+                    caused = session and session.failure(module.name, invocation.timeout_s)
+                    raise (caused or _runtime_error(e, module)) from e
             return 0
         finally:
             store.close()
             stdio._finish()
+
+    def _instantiate_with_sockets(
+        self,
+        state: _EngineState,
+        module: LoadedModule,
+        store: wasmtime.Store,
+        invocation: Invocation,
+        session: SocketSession,
+    ) -> wasmtime.Instance:
+        modules = self._dispatch_modules(state)
+        try:
+            return session.instantiate(modules, store, module._module)
+        except wasmtime.Trap as e:
+            raise GuestTrapError(
+                f"{module.name} trapped in its start function: {_trap_message(e)}",
+                trap_code=_trap_code(e),
+                backtrace=_backtrace(e),
+            ) from e
+        except wasmtime.WasmtimeError as e:
+            limit = invocation.memory_bytes
+            if limit is not None and "memory" in str(e) and "limit" in str(e):
+                raise MemoryLimitError(
+                    f"memory limit of {format_mib(limit)} reached: {module.name} needs more "
+                    "linear memory than that to start",
+                    limit_bytes=limit,
+                    used_bytes=None,
+                ) from e
+            raise WorkloadError(f"{module.name} could not be instantiated: {_cause(e)}") from e
+
+    def _dispatch_modules(self, state: _EngineState) -> DispatchModules:
+        with self._lock:
+            if state.dispatch is None:
+                from donjon.keep.sockets.dispatch import compile_modules
+
+                state.dispatch = compile_modules(state.engine)
+            return state.dispatch
 
     def _instantiate(
         self, module: LoadedModule, store: wasmtime.Store, invocation: Invocation
@@ -541,9 +646,10 @@ class KeepRuntime:
 
     @staticmethod
     def _build_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
-        """Everything a workload can import. Today: WASI preview 1, as wasmtime implements it.
+        """Everything a workload can import: WASI preview 1, as wasmtime implements it.
 
-        The socket layer extends this (shadowing ``sock_*`` and the fd functions).
+        Socket runs link the same names, with the fd functions routed through the socket
+        layer's dispatcher (:meth:`SocketSession.instantiate`); this linker checks imports.
         """
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
@@ -556,6 +662,7 @@ class _EngineState:
     linker: wasmtime.Linker
     description: str
     ticker: _EpochTicker
+    dispatch: DispatchModules | None = None  # the socket layer's modules, compiled on first use
 
 
 class _EpochTicker:

@@ -7,10 +7,13 @@ process's environment or files.
 
 Rule 1: nothing ambient. The environment is exactly ``FD_COUNT``, ``FD_NAMES`` and the config's
 ``[env]``; argv is the module's name, the config's ``args``, then the caller's arguments.
-Rule 2: a config this keep cannot honour exactly is refused with
-:class:`~donjon.keep.errors.UnsupportedConfigError`, never approximated silently. wasmtime
-always has fds 0, 1 and 2 and numbers pre-opened directories from 3, so for now ``[[files]]``
-may hold stdio and ``null`` entries at positions 0–2 only; sockets need the socket layer.
+Rule 2: fds are numbered exactly as ``[[files]]`` lists them (Enarx), with ``[[dirs]]`` after
+them. wasmtime alone always has fds 0, 1 and 2 and numbers pre-opened directories from 3, so it
+numbers the fds itself only for the layouts it can express exactly: at most three entries, each
+a stdio kind or ``null`` where it fits. Every other layout (any socket, anything at fd 3 or
+above, stdio in another place) is numbered by the socket layer (:attr:`Invocation.fds`).
+Rule 3: with fewer than three entries and no socket, fds up to 2 behave as ``null`` (as before);
+with the socket layer, an fd the config does not list does not exist (``EBADF``).
 
 Example:
     >>> from donjon.keep.config import parse_config
@@ -27,8 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from donjon.keep.config import FileKind, WorkloadConfig
-from donjon.keep.errors import UnsupportedConfigError
+from donjon.keep.config import FileKind, FileSpec, Protocol, WorkloadConfig
 
 __all__ = ["MIB", "Invocation", "Preopen", "format_mib"]
 
@@ -67,9 +69,13 @@ class Invocation:
         env: the environment, in order.
         stdio: what fds 0, 1 and 2 are: ``NULL`` (reads see end of file, writes are
             discarded), ``STDIN``, ``STDOUT`` or ``STDERR`` (the caller's stream of that name).
-        preopens: pre-opened directories (fd 3 onwards, in order).
+        preopens: pre-opened directories, in order, from fd :attr:`preopen_base`.
         memory_bytes: cap on linear memory, or ``None``.
         timeout_s: wall-clock deadline in seconds, or ``None``.
+        fds: the whole ``[[files]]`` layout when the socket layer numbers the fds (guest fd =
+            index), or ``None`` when wasmtime does (fds 0-2 as :attr:`stdio`, pre-opens
+            from 3). With it, :attr:`stdio` says which of the caller's streams wasmtime's own
+            fds 0, 1 and 2 carry (``STDIN``/``STDOUT``/``STDERR``, or ``NULL`` when unused).
     """
 
     argv: tuple[str, ...]
@@ -78,6 +84,26 @@ class Invocation:
     preopens: tuple[Preopen, ...] = ()
     memory_bytes: int | None = None
     timeout_s: float | None = None
+    fds: tuple[FileSpec, ...] | None = None
+
+    @property
+    def preopen_base(self) -> int:
+        """The guest fd of the first pre-opened directory.
+
+        Never below 3: wasi-libc looks for pre-opens from fd 3 up, so with fewer than three
+        ``[[files]]`` the fds in between do not exist.
+        """
+        return 3 if self.fds is None else max(3, len(self.fds))
+
+    @property
+    def sockets(self) -> tuple[tuple[int, FileSpec], ...]:
+        """The ``listen`` and ``connect`` entries, with their fd numbers."""
+        return tuple((fd, spec) for fd, spec in enumerate(self.fds or ()) if spec.is_socket)
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether a socket terminates TLS (the run then needs the Keep's TLS identity)."""
+        return any(spec.prot is Protocol.TLS for _, spec in self.sockets)
 
     @classmethod
     def from_config(
@@ -92,42 +118,38 @@ class Invocation:
 
         Returns:
             The invocation.
-
-        Raises:
-            UnsupportedConfigError: the config asks for fds this keep cannot provide yet.
         """
         limits = config.limits
+        stdio, fds = _layout(config.effective_files())
         return cls(
             argv=(*config.argv(program), *args),
             env=config.environment(),
-            stdio=_stdio(config),
+            stdio=stdio,
+            fds=fds,
             preopens=tuple(Preopen(d.host, d.guest, d.writable) for d in config.dirs),
             memory_bytes=None if limits.memory_mib is None else limits.memory_mib * MIB,
             timeout_s=limits.timeout_s,
         )
 
 
-def _stdio(config: WorkloadConfig) -> tuple[FileKind, FileKind, FileKind]:
-    files = config.effective_files()
-    source = config.source or "workload config"
-    for index, spec in enumerate(files):
-        if index >= len(_STDIO_KINDS):
-            what = f"a {spec.kind.value} socket" if spec.is_socket else f'kind "{spec.kind.value}"'
-            raise UnsupportedConfigError(
-                f"{source}: files[{index}]: {what} at fd {index} is not supported yet: this "
-                "keep provides fds 0-2 only (stdio and null); remove the entry to run the "
-                "workload here"
-            )
-        if spec.kind not in _STDIO_KINDS[index]:
-            allowed = " or ".join(f'"{k.value}"' for k in sorted(_STDIO_KINDS[index]))
-            raise UnsupportedConfigError(
-                f'{source}: files[{index}]: kind "{spec.kind.value}" at fd {index} is not '
-                f"supported yet; fd {index} can be {allowed}"
-            )
-    # An fd the config does not list behaves as null: wasmtime always has fds 0-2, so the
-    # closest honest thing to "no such fd" is one that reads nothing and keeps nothing.
-    kinds = [spec.kind for spec in files] + [FileKind.NULL] * (3 - len(files))
-    return kinds[0], kinds[1], kinds[2]
+def _layout(
+    files: tuple[FileSpec, ...],
+) -> tuple[tuple[FileKind, FileKind, FileKind], tuple[FileSpec, ...] | None]:
+    """What wasmtime's fds 0-2 carry, and the socket layer's layout when wasmtime cannot number
+    the fds itself (Rule 2)."""
+    if len(files) <= len(_STDIO_KINDS) and all(
+        spec.kind in _STDIO_KINDS[index] for index, spec in enumerate(files)
+    ):
+        # An fd the config does not list behaves as null: wasmtime always has fds 0-2, so the
+        # closest honest thing to "no such fd" is one that reads nothing and keeps nothing.
+        kinds = [spec.kind for spec in files] + [FileKind.NULL] * (3 - len(files))
+        return (kinds[0], kinds[1], kinds[2]), None
+    present = {spec.kind for spec in files}
+    streams = tuple(
+        kind if kind in present else FileKind.NULL
+        for kind in (FileKind.STDIN, FileKind.STDOUT, FileKind.STDERR)
+    )
+    return (streams[0], streams[1], streams[2]), files
 
 
 def format_mib(size: int) -> str:

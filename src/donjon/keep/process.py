@@ -24,11 +24,15 @@ import signal
 import sys
 import threading
 import traceback
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from donjon.errors import DecodeError, Error, LimitError, UsageError, WorkloadError
 from donjon.keep.errors import GuestTrapError
 from donjon.keep.request import MAX_REQUEST_BYTES, KeepRequest
+
+if TYPE_CHECKING:
+    from donjon.keep.plan import Invocation
+    from donjon.keep.sockets import NetworkOptions
 
 __all__ = ["WATCHDOG_GRACE_S", "main"]
 
@@ -84,7 +88,29 @@ def _serve(argv: list[str]) -> int:
     module = runtime.load(wasm, name=request.program, deadline=invocation.timeout_s is not None)
     if invocation.timeout_s is not None:
         _start_watchdog(invocation.timeout_s, request.program)
-    return runtime.run(module, invocation, InheritedStdio())
+    return runtime.run(module, invocation, InheritedStdio(), network=_network(invocation))
+
+
+def _network(invocation: Invocation) -> NetworkOptions | None:
+    """Sockets for a local run: TLS with an ephemeral, unattested certificate (its fingerprint
+    is printed, so a local client can pin it), and notices on stderr."""
+    if invocation.fds is None:
+        return None
+    from donjon.keep.sockets import NetworkOptions
+
+    tls = None
+    if invocation.uses_tls:  # only then pay for loading cryptography (~0.1 s)
+        from datetime import UTC, datetime
+
+        from donjon.keep.sockets.tls import UnsafeEphemeralTls
+
+        tls = UnsafeEphemeralTls.generate(now=datetime.now(UTC))
+    return NetworkOptions(tls=tls, on_notice=_notice)
+
+
+def _notice(text: str) -> None:
+    sys.stderr.write(f"donjon: {text}\n")
+    sys.stderr.flush()
 
 
 def _request_fd(argv: list[str]) -> int:

@@ -362,8 +362,8 @@ INVALID: list[tuple[str, str, int | None, str | None, str]] = [
         "contains ':'",
     ),
     (
-        "port-zero",
-        '[[files]]\nkind = "listen"\nname = "l"\nport = 0\n',
+        "port-zero",  # a listener may take port 0 (any free port); a connect may not
+        '[[files]]\nkind = "connect"\nhost = "h.example"\nport = 0\n',
         4,
         "files[0].port",
         "1..65535",

@@ -289,38 +289,35 @@ def test_empty_files_gives_no_stdio_and_fd_count_zero(examples_dir: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("files", "message"),
+    ("files", "streams"),
     [
         (
             '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
             '[[files]]\nkind = "listen"\nname = "api"\nport = 8443\n',
-            "files[3]: a listen socket at fd 3 is not supported yet",
+            ("stdin", "stdout", "stderr"),
         ),
-        (
-            '[[files]]\nkind = "connect"\nhost = "example.com"\nprot = "tcp"\n',
-            'files[0]: kind "connect" at fd 0 is not supported yet; fd 0 can be "null" or "stdin"',
-        ),
-        (
-            '[[files]]\nkind = "stdout"\n',
-            'files[0]: kind "stdout" at fd 0 is not supported yet',
-        ),
+        ('[[files]]\nkind = "connect"\nhost = "example.com"\nprot = "tcp"\n', ("null",) * 3),
+        ('[[files]]\nkind = "stdout"\n', ("null", "stdout", "null")),
         (
             '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdin"\nname = "in2"\n',
-            'files[1]: kind "stdin" at fd 1 is not supported yet; fd 1 can be "null" or "stderr"'
-            ' or "stdout"',
+            ("stdin", "null", "null"),
         ),
         (
             '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
             '[[files]]\nkind = "null"\n',
-            'files[3]: kind "null" at fd 3 is not supported yet',
+            ("stdin", "stdout", "stderr"),
         ),
     ],
 )
-def test_fd_layouts_the_keep_cannot_honour_are_refused(files: str, message: str) -> None:
-    with pytest.raises(UnsupportedConfigError) as info:
-        Invocation.from_config(cfg(files), program="x.wasm")
-    assert message in str(info.value)
-    assert info.value.exit_code == 3
+def test_fd_layouts_wasmtime_cannot_number_go_to_the_socket_layer(
+    files: str, streams: tuple[str, ...]
+) -> None:
+    # Once refused (UnsupportedConfigError); the socket layer now numbers these fds exactly
+    # as listed, and wasmtime's own fds 0-2 carry only the caller's streams that are used.
+    config = cfg(files)
+    invocation = Invocation.from_config(config, program="x.wasm")
+    assert invocation.fds == config.effective_files()
+    assert tuple(kind.value for kind in invocation.stdio) == streams
 
 
 # -- modules the keep cannot run ---------------------------------------------------------------
