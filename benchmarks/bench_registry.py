@@ -10,8 +10,10 @@ storage in a temporary directory, and times, interleaved over ``--repeats`` roun
 * ``push-blob``: ``RegistryClient.push_blob`` of the module into a fresh repository (HEAD, POST,
   one PUT) against ``curl``: a POST for the upload URL, then ``curl -T`` of the same file;
 * ``push-package``: ``push_package`` (the module, the config, the empty config and the manifest);
-* ``pull-blob``: ``RegistryClient.fetch_blob`` (streamed, size-bounded, SHA-256 checked, kept in
-  memory) against ``curl -o /dev/null`` of the same blob URL (no check at all);
+* ``pull-blob``: ``RegistryClient.fetch_blob`` (streamed into a sink that drops the pieces,
+  size-bounded, SHA-256 checked) against ``curl -o /dev/null`` of the same blob URL (no check);
+* ``read-blob``: ``RegistryClient.read_blob`` (the blob kept in memory, size-bounded, SHA-256
+  checked): what ``fetch_package`` does with the module;
 * ``pull-package``: ``fetch_package`` by digest (manifest, digest checks, module and config);
 * ``curl-verified``: ``curl`` piped into ``sha256sum``, the shell equivalent of a checked pull.
 
@@ -87,6 +89,7 @@ def main() -> int:
             "push-package",
             "pull-blob",
             "curl-pull-blob",
+            "read-blob",
             "pull-package",
             "curl-verified",
         )
@@ -182,6 +185,9 @@ def main() -> int:
                         )
                     )
                 )
+                samples["read-blob"].append(
+                    _time(lambda: client.read_blob("bench/pkg", blob, max_bytes=size))
+                )
                 samples["pull-package"].append(
                     _time(lambda: fetch_package(pinned, client=client, limits=limits))
                 )
@@ -204,6 +210,8 @@ def main() -> int:
         "push-package / curl": rows["push-package"]["median_mb_s"]
         / rows["curl-push-blob"]["median_mb_s"],
         "pull-blob / curl": rows["pull-blob"]["median_mb_s"]
+        / rows["curl-pull-blob"]["median_mb_s"],
+        "read-blob / curl": rows["read-blob"]["median_mb_s"]
         / rows["curl-pull-blob"]["median_mb_s"],
         "pull-package / curl": rows["pull-package"]["median_mb_s"]
         / rows["curl-pull-blob"]["median_mb_s"],

@@ -12,9 +12,11 @@ runs:
   signature's cost and the floor of every warm case;
 * ``<sample>-warm``: ``SnpVerifier.verify`` on a real sample at 2025-09-01 in the steady state:
   the VCEK/VLEK chain validation (ARK ← ASK ← VCEK, RSA-PSS) is cached per (leaf DER, supplied
-  intermediates) and the endorsement parse per item bytes, so a call parses the report, checks
-  validity times and the report-to-certificate binding, verifies one ECDSA signature and builds
-  the claims;
+  intermediates), and the appraisal of the report body (every byte but REPORT_DATA and the
+  signature: the parse, the report-to-certificate binding, the claims) per (endorsements,
+  body), so a call checks the validity times and CRLs, verifies the one ECDSA signature over
+  the 672 signed bytes and copies the claims. The body excludes REPORT_DATA, so a guest's
+  reports with fresh nonces cost the same as this repeated one;
 * ``milan-trustee-cold``: the same with the verifier's caches emptied before each call: the
   certificates are parsed and two RSA-PSS-4096 signatures verified as well.
 

@@ -31,8 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 
 COLLECTION_TAG = 399
+CMW_COLLECTION_TAG = 907
 PLATFORM = 44234
 REALM = 44241
+DEVICE = 44258
+EAT_CWT = 263
+UCCS = 601
 _CURVES: dict[str, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int, int]] = {
     "P-256": (ec.SECP256R1(), hashes.SHA256(), -7, 32),
     "P-384": (ec.SECP384R1(), hashes.SHA384(), -35, 48),
@@ -105,6 +109,25 @@ def sign1(key: ec.EllipticCurvePrivateKey, payload: bytes, *, alg: int | None = 
 
 def collection(platform: bytes, realm: bytes, *, tag: int = COLLECTION_TAG) -> bytes:
     return bytes(cbor2.dumps(cbor2.CBORTag(tag, {PLATFORM: platform, REALM: realm})))
+
+
+def cmw_collection(
+    platform: bytes,
+    realm: bytes,
+    *,
+    tag: int = CMW_COLLECTION_TAG,
+    platform_type: Any = EAT_CWT,
+    realm_type: Any = EAT_CWT,
+    extra: dict[Any, Any] | None = None,
+) -> bytes:
+    """The RMM 2.0 framing: ``907({44234: [263, platform], 44241: [263, realm]})``.
+
+    The luxfi/cc sample (tests/vectors/extra/cca/cmw-tfrmm) is exactly this encoding of the
+    shared tfrmm-legacy token's two messages, byte for byte.
+    """
+    body: dict[Any, Any] = {PLATFORM: [platform_type, platform], REALM: [realm_type, realm]}
+    body.update(extra or {})
+    return bytes(cbor2.dumps(cbor2.CBORTag(tag, body)))
 
 
 def split(token: bytes) -> tuple[bytes, bytes]:
@@ -290,11 +313,12 @@ def variants(vectors: Path = VECTORS) -> list[Variant]:
     )
     add(
         "cmw-collection-tag",
-        collection(lp, lr, tag=907),
+        collection(lp, lr, tag=CMW_COLLECTION_TAG),
         (legacy_cpak,),
         "EvidenceFormatError",
-        "tag 907 (CMW collection of draft-ffm-01+): recognised and refused (step 1)",
+        "tag 907 over bare byte strings: a CMW collection holds [263, bstr] records (step 1)",
     )
+    _cmw_variants(add, lp, lr, fp, legacy_cpak)
     add(
         "missing-realm",
         bytes(cbor2.dumps(cbor2.CBORTag(COLLECTION_TAG, {PLATFORM: lp}))),
@@ -453,6 +477,118 @@ def variants(vectors: Path = VECTORS) -> list[Variant]:
         "realm claim 44240 removed (and re-signed): mandatory (step 1)",
     )
     return out
+
+
+def _cmw_variants(add: Any, lp: bytes, lr: bytes, fp: bytes, legacy_cpak: bytes) -> None:
+    """The tag-907 CMW collection (RMM 2.0 A7.2.3): the real legacy messages, reframed."""
+    cpaks = (legacy_cpak,)
+    add(
+        "cmw-legacy",
+        cmw_collection(lp, lr),
+        cpaks,
+        "accept",
+        "the shared legacy token's two messages as [263, bstr] CMW records under tag 907 (the "
+        "luxfi/cc sample's exact bytes): same claims as tag 399",
+        debug=False,
+    )
+    add(
+        "cmw-platform-signature-flipped",
+        cmw_collection(flip(lp, len(lp) - 1), lr),
+        cpaks,
+        "SignatureError",
+        "CMW framing, platform signature flipped: the framing changes no check (step 3)",
+    )
+    add(
+        "cmw-spliced",
+        cmw_collection(fp, lr),
+        cpaks,
+        "MeasurementError",
+        "CMW framing, draft-ffm-00 platform token with the legacy realm token (step 6)",
+    )
+    add(
+        "cmw-wrong-content-format",
+        cmw_collection(lp, lr, realm_type=264),
+        cpaks,
+        "EvidenceFormatError",
+        "realm record type 264 instead of 263 (application/eat+cwt) (step 1)",
+    )
+    add(
+        "cmw-media-type-text",
+        cmw_collection(lp, lr, platform_type="application/eat+cwt"),
+        cpaks,
+        "EvidenceFormatError",
+        "record type as a media-type string: the CCA CDDL fixes content-format 263 (step 1)",
+    )
+    add(
+        "cmw-record-with-indicator",
+        bytes(
+            cbor2.dumps(
+                cbor2.CBORTag(
+                    CMW_COLLECTION_TAG, {PLATFORM: [EAT_CWT, lp, 4], REALM: [EAT_CWT, lr]}
+                )
+            )
+        ),
+        cpaks,
+        "EvidenceFormatError",
+        "a 3-item record [263, bstr, 4]: a CCA record is exactly [type, value] (step 1)",
+    )
+    add(
+        "cmw-record-value-not-bytes",
+        bytes(
+            cbor2.dumps(
+                cbor2.CBORTag(
+                    CMW_COLLECTION_TAG,
+                    {PLATFORM: [EAT_CWT, lp], REALM: [EAT_CWT, cbor2.loads(lr)]},
+                )
+            )
+        ),
+        cpaks,
+        "EvidenceFormatError",
+        "the realm COSE_Sign1 embedded as an item inside its record, not wrapped (step 1)",
+    )
+    add(
+        "cmw-missing-realm",
+        bytes(cbor2.dumps(cbor2.CBORTag(CMW_COLLECTION_TAG, {PLATFORM: [EAT_CWT, lp]}))),
+        cpaks,
+        "EvidenceFormatError",
+        "a CMW collection without the realm record (step 1)",
+    )
+    add(
+        "cmw-device-token",
+        cmw_collection(lp, lr, extra={DEVICE: [UCCS, bytes(cbor2.dumps({}))]}),
+        cpaks,
+        "EvidenceFormatError",
+        "RMM 2.0's optional device token (44258, [601, bstr]): assigned devices are not "
+        "appraised, so the realm is refused (step 1)",
+    )
+    add(
+        "cmw-extra-entry",
+        cmw_collection(lp, lr, extra={44251: [EAT_CWT, lr]}),
+        cpaks,
+        "EvidenceFormatError",
+        "an entry under the RMM 2.0 placeholder label 44251 (realm direct token) (step 1)",
+    )
+    add(
+        "cmw-collection-type-label",
+        cmw_collection(lp, lr, extra={"__cmwc_t": "tag:example.com,2025:cca"}),
+        cpaks,
+        "EvidenceFormatError",
+        "a text-labelled CMW collection-type entry: the CCA collection is a closed map (step 1)",
+    )
+    add(
+        "cmw-records-under-tag-399",
+        cmw_collection(lp, lr, tag=COLLECTION_TAG),
+        cpaks,
+        "EvidenceFormatError",
+        "CMW records inside a tag-399 collection, whose values are bare byte strings (step 1)",
+    )
+    add(
+        "cmw-wrong-tag",
+        cmw_collection(lp, lr, tag=908),
+        cpaks,
+        "EvidenceFormatError",
+        "the CMW collection under tag 908 (step 1)",
+    )
 
 
 def _without(token: bytes, *, realm_key: int) -> bytes:

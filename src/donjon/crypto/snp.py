@@ -34,6 +34,7 @@ from donjon.errors import ChainError, SignatureError
 AMD_PSS_SALT_BYTES = 48  # bytes: AMD signs with a salt as long as the SHA-384 digest
 REPORT_SIGNATURE_COMPONENT_BYTES = 72  # bytes per R and per S, little-endian, zero-extended
 _P384_ORDER_BYTES = 48  # bytes: the P-384 group order fits in 384 bits
+_HIGH_ZEROS = bytes(REPORT_SIGNATURE_COMPONENT_BYTES - _P384_ORDER_BYTES)
 _DER_BIT_STRING = 0x03
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
 
@@ -249,11 +250,12 @@ class ReportSigningKey:
             )
         # Bytes past the 48th can only be zero for a genuine P-384 signature; refusing them here
         # keeps the one signature from having many byte encodings.
-        if any(r_le[_P384_ORDER_BYTES:]) or any(s_le[_P384_ORDER_BYTES:]):
+        # Compared with zeros rather than any(), which walks the bytes one by one.
+        if r_le[_P384_ORDER_BYTES:] != _HIGH_ZEROS or s_le[_P384_ORDER_BYTES:] != _HIGH_ZEROS:
             raise SignatureError(f"{what}: R or S exceeds 384 bits; the signature is not genuine")
         r = int.from_bytes(r_le, "little")
         s = int.from_bytes(s_le, "little")
-        if r == 0 or s == 0:
+        if not r or not s:
             raise SignatureError(f"{what}: the signature is all zeros (R or S is zero)")
         try:
             # The algorithm object is built once: constructing ec.ECDSA costs a few percent of

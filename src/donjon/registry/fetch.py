@@ -9,7 +9,8 @@ and the registry are untrusted, so
 2. the manifest must hash to that digest and be a donjon package within the limits;
 3. if publisher keys are required, a signature by one of them over that digest must verify,
    before any large blob is downloaded;
-4. each blob is streamed with its size bounded by the manifest and its digest checked;
+4. each blob is read with its size bounded by the manifest and its digest checked while it
+   arrives (``RegistryClient.read_blob``);
 5. only then are the bytes returned, or stored in the cache (atomically).
 
 Any failure raises a :mod:`donjon.errors` error and leaves nothing behind.
@@ -161,8 +162,8 @@ def _fetch(
         config_future = pool.submit(_blob, client, ref, manifest.config, cache)
         module = _blob(client, ref, manifest.module, cache)
         config = config_future.result()
-    # fetch_blob and BlobCache.get checked each blob's size and digest against this manifest
-    # (while streaming, resp. on read); hashing 20 MB again would cost a third of the fetch.
+    # read_blob and BlobCache.get checked each blob's size and digest against this manifest
+    # (while reading, resp. on read); hashing 20 MB again would cost a third of the fetch.
     return Package(
         module=module,
         config_toml=config,
@@ -179,24 +180,9 @@ def _blob(
         cached = cache.get(desc.digest, max_bytes=desc.size)
         if cached is not None:
             return cached
-    sink = _Pieces()
-    client.fetch_blob(ref.repository, desc, sink, max_bytes=desc.size)
-    data = sink.join()
+    data = client.read_blob(ref.repository, desc, max_bytes=desc.size)
     if cache is not None:
-        # (5) only verified bytes reach the cache, and only whole (temp file + rename).
-        cache.put(desc.digest, data)
+        # (5) only verified bytes reach the cache, and only whole (temp file + rename);
+        # read_blob has just hashed them, so the cache does not hash them again.
+        cache.put_checked(desc.digest, data)
     return data
-
-
-class _Pieces:
-    """A sink that keeps the pieces and joins them once (``BytesIO`` would copy twice)."""
-
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-
-    def write(self, piece: bytes, /) -> int:
-        self._pieces.append(piece)
-        return len(piece)
-
-    def join(self) -> bytes:
-        return b"".join(self._pieces)

@@ -43,3 +43,19 @@ def test_corrupt_or_oversized_entries_are_dropped(tmp_path: Path) -> None:
     cache.put(digest, data)
     assert cache.get(digest, max_bytes=10) is None  # larger than the caller allows
     assert not cache.contains(digest)
+
+
+def test_put_checked_stores_atomically_and_a_wrong_claim_is_caught_on_read(
+    tmp_path: Path,
+) -> None:
+    cache = BlobCache(tmp_path / "c")
+    data = b"checked by the caller"
+    digest = Digest.of(data)
+    assert cache.put_checked(digest, data) == cache.path(digest)
+    assert cache.get(digest, max_bytes=100) == data
+    # A caller that lied: the entry is stored (no hashing here) but never served (Rule 2).
+    wrong = Digest.of(b"something else")
+    cache.put_checked(wrong, data)
+    assert cache.get(wrong, max_bytes=100) is None
+    assert not cache.contains(wrong)
+    assert cache.temporary_files() == []

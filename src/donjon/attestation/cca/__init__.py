@@ -1,8 +1,9 @@
 """Arm CCA: parse and verify CCA attestation tokens (platform + realm COSE_Sign1 and binding).
 
-Does: parse the tag-399 token collection (legacy CCA-SSD/1.0.0 and draft-ffm-rats-cca-token-00
-profiles), verify the platform token under a trusted CPAK, the realm token under its RAK, and the
-binding between them; report the realm's measurements and the platform's claims.
+Does: parse the token collection, tag 399 or the tag-907 CMW collection of RMM 2.0 (legacy
+CCA-SSD/1.0.0 and draft-ffm-rats-cca-token-00 profiles), verify the platform token under a
+trusted CPAK, the realm token under its RAK, and the binding between them; report the realm's
+measurements and the platform's claims.
 Does not: decide whether the measurements are acceptable (that is a policy), fetch CPAKs or
 reference values, or read the clock.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from donjon.attestation.cca.cpak import Cpak, CpakError, load_cpaks
 from donjon.attestation.cca.token import (
     CcaToken,
+    Framing,
     Lifecycle,
     PlatformClaims,
     PlatformProfile,
@@ -37,6 +39,7 @@ __all__ = [
     "CcaVerifier",
     "Cpak",
     "CpakError",
+    "Framing",
     "Lifecycle",
     "PlatformClaims",
     "PlatformProfile",

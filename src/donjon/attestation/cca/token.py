@@ -1,17 +1,25 @@
 """Arm CCA attestation token: a pure, bounded parser (no cryptography, no I/O).
 
-A CCA token is a CBOR tag-399 map holding two COSE_Sign1 messages, each wrapped in a byte
-string (draft-ffm-rats-cca-token-00, "CCA Token"; Arm RMM specification DEN0137, A7)::
+A CCA token holds two COSE_Sign1 messages, each wrapped in a byte string, in one of two
+framings (the inner messages are the same bytes in both)::
 
-    399({ 44234: bstr .cbor COSE_Sign1 (platform token),
-          44241: bstr .cbor COSE_Sign1 (realm token) })
+    399({ 44234: bstr .cbor COSE_Sign1 (platform token),        ; EAT collection: RMM 1.0,
+          44241: bstr .cbor COSE_Sign1 (realm token) })         ; draft-ffm-rats-cca-token-00
+
+    907({ 44234: [263, bstr .cbor COSE_Sign1] (platform token), ; CMW collection: RMM 2.0
+          44241: [263, bstr .cbor COSE_Sign1] (realm token) })  ; A7.2.3, later draft-ffm
+
+In the CMW collection (RATS CMW, draft-ietf-rats-msg-wrap) each value is a CMW record
+``[type, value]`` whose type is CoAP content-format 263 (``application/eat+cwt``).
 
 Rule 1: every byte is hostile. Sizes are bounded, every claim is type- and size-checked, and the
 only exception that leaves this module is ``EvidenceFormatError``.
 Rule 2: claims are parsed, never trusted: nothing here checks a signature. The verifier
 (``donjon.attestation.cca.verifier``) verifies both COSE_Sign1 over their exact received bytes.
 Rule 3: unknown claims are skipped, as EAT (RFC 9711) requires; unknown collection entries
-and profiles are refused, because they change what the known claims mean.
+and profiles are refused, because they change what the known claims mean. Both collections are
+closed maps in their CDDL; the one optional CMW entry, RMM 2.0's unsigned device token (44258),
+is refused too: it lists devices the realm trusts, which donjon does not appraise.
 
 Two profile generations are recognised:
 
@@ -47,14 +55,22 @@ MAX_PLATFORM_CONFIG_BYTES = 4096
 """Longest platform configuration claim accepted (bytes); real tokens carry 4 to 33 bytes."""
 MAX_REALM_KEY_BYTES = 1024
 """Longest realm public key claim accepted (bytes): a P-384 point is 97, a COSE_Key about 110."""
+_MAX_QUOTED_CHARS = 80
+"""Longest piece of a hostile value quoted in an error message (characters)."""
 
-# --- CBOR tags and labels (draft-ffm-rats-cca-token-00; RMM spec A7) -------------
+# --- CBOR tags and labels (draft-ffm-rats-cca-token; RMM spec A7) ---------------
 COLLECTION_TAG = 399
-"""CBOR tag of the CCA token collection (legacy and draft-ffm-00)."""
+"""CBOR tag of the EAT token collection (RMM 1.0, draft-ffm-00)."""
 CMW_COLLECTION_TAG = 907
-"""CBOR tag of the later CMW collection (draft-ffm-01 and up): recognised, not supported."""
+"""CBOR tag of the CMW collection (RMM 2.0 A7.2.3 ``cca-token``; later draft-ffm revisions)."""
 PLATFORM_TOKEN_KEY = 44234
 REALM_TOKEN_KEY = 44241
+DEVICE_TOKEN_KEY = 44258
+"""RMM 2.0's optional, unsigned device token (``[601, bstr]``): recognised and refused."""
+EAT_CWT_CONTENT_FORMAT = 263
+"""CoAP content-format of ``application/eat+cwt``: the type of both CMW records."""
+CMW_RECORD_ITEMS = 2
+"""A CCA CMW record is exactly ``[type, value]`` (RMM 2.0 ``CMW-CWT-element``): no indicator."""
 
 _EAT_NONCE = 10
 _EAT_PROFILE = 265
@@ -218,65 +234,152 @@ class RealmToken:
     claims: RealmClaims
 
 
+class Framing(enum.IntEnum):
+    """How the two tokens are packed: the CBOR tag of the collection."""
+
+    EAT_COLLECTION = COLLECTION_TAG
+    """Tag 399, values are the wrapped COSE_Sign1 (RMM 1.0, draft-ffm-00)."""
+    CMW_COLLECTION = CMW_COLLECTION_TAG
+    """Tag 907, values are CMW records ``[263, bstr]`` (RMM 2.0, later draft-ffm)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCollection:
+    """The collection unpacked, not parsed further: the exact bytes of both COSE_Sign1."""
+
+    framing: Framing
+    platform: bytes
+    realm: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class CcaToken:
     """A parsed (not yet verified) CCA token."""
 
     platform: PlatformToken
     realm: RealmToken
+    framing: Framing = Framing.EAT_COLLECTION
 
 
 # --- collection ------------------------------------------------------------------------------
 
+_TOKEN_NAMES = {PLATFORM_TOKEN_KEY: "platform", REALM_TOKEN_KEY: "realm"}
+_FRAMING_NAMES = {
+    Framing.EAT_COLLECTION: f"tag-{COLLECTION_TAG} EAT collection",
+    Framing.CMW_COLLECTION: f"tag-{CMW_COLLECTION_TAG} CMW collection",
+}
 
-def split_collection(data: bytes) -> tuple[bytes, bytes]:
-    """Split a tag-399 collection into the platform and realm token bytes.
+
+def parse_collection(data: bytes) -> TokenCollection:
+    """Unpack a tag-399 or tag-907 collection into the platform and realm token bytes.
 
     Raises:
-        EvidenceFormatError: not a CCA token collection.
+        EvidenceFormatError: not a CCA token collection of either framing.
     """
     item = _decode(data, what="CCA token", max_bytes=MAX_TOKEN_BYTES)
     if not isinstance(item, cbor2.CBORTag):
         raise EvidenceFormatError(
-            f"CCA token: expected CBOR tag {COLLECTION_TAG} (CCA token collection), "
-            f"got {type(item).__name__}"
+            f"CCA token: expected CBOR tag {COLLECTION_TAG} or {CMW_COLLECTION_TAG} "
+            f"(CCA token collection), got {type(item).__name__}"
         )
-    if item.tag == CMW_COLLECTION_TAG:
+    if item.tag not in (COLLECTION_TAG, CMW_COLLECTION_TAG):
         raise EvidenceFormatError(
-            f"CCA token: tag {CMW_COLLECTION_TAG} (CMW collection, draft-ffm-rats-cca-token-01+) "
-            f"is not supported; donjon reads the tag-{COLLECTION_TAG} collection"
+            f"CCA token: CBOR tag {item.tag}, expected {COLLECTION_TAG} (EAT collection) or "
+            f"{CMW_COLLECTION_TAG} (CMW collection)"
         )
-    if item.tag != COLLECTION_TAG:
-        raise EvidenceFormatError(
-            f"CCA token: CBOR tag {item.tag}, expected {COLLECTION_TAG} (CCA token collection)"
-        )
+    framing = Framing(item.tag)
+    what = f"CCA token ({_FRAMING_NAMES[framing]})"
     body = item.value
     if not isinstance(body, dict):
-        raise EvidenceFormatError("CCA token: the collection must be a CBOR map")
-    # Type first: under ``python -bb`` comparing a bytes key with an int raises BytesWarning.
-    unknown = [
-        k for k in body if type(k) is not int or k not in (PLATFORM_TOKEN_KEY, REALM_TOKEN_KEY)
-    ]
-    if unknown:
-        raise EvidenceFormatError(
-            f"CCA token: unexpected collection entries {unknown[:4]!r}; "
-            f"only {PLATFORM_TOKEN_KEY} (platform) and {REALM_TOKEN_KEY} (realm) are defined"
-        )
-    for key, name in ((PLATFORM_TOKEN_KEY, "platform"), (REALM_TOKEN_KEY, "realm")):
+        raise EvidenceFormatError(f"{what}: the collection must be a CBOR map")
+    _refuse_unknown_entries(body, framing, what=what)
+    tokens: dict[int, bytes] = {}
+    for key, name in _TOKEN_NAMES.items():
         if key not in body:
-            raise EvidenceFormatError(f"CCA token: the {name} token ({key}) is missing")
-        if not isinstance(body[key], bytes):
-            raise EvidenceFormatError(
-                f"CCA token: the {name} token ({key}) must be a byte string wrapping a COSE_Sign1"
+            raise EvidenceFormatError(f"{what}: the {name} token ({key}) is missing")
+        value = body[key]
+        if framing is Framing.CMW_COLLECTION:
+            value = _cmw_record_value(value, name=name, key=key, what=what)
+        elif not isinstance(value, bytes):
+            hint = (
+                " (a CMW record belongs in a tag-907 collection)" if isinstance(value, list) else ""
             )
-    return body[PLATFORM_TOKEN_KEY], body[REALM_TOKEN_KEY]
+            raise EvidenceFormatError(
+                f"{what}: the {name} token ({key}) must be a byte string wrapping a "
+                f"COSE_Sign1{hint}"
+            )
+        tokens[key] = value
+    return TokenCollection(
+        framing=framing, platform=tokens[PLATFORM_TOKEN_KEY], realm=tokens[REALM_TOKEN_KEY]
+    )
+
+
+def _refuse_unknown_entries(body: dict[Any, Any], framing: Framing, *, what: str) -> None:
+    # Type first: under ``python -bb`` comparing a bytes key with an int raises BytesWarning.
+    unknown = [k for k in body if type(k) is not int or k not in _TOKEN_NAMES]
+    if not unknown:
+        return
+    if framing is Framing.CMW_COLLECTION and any(
+        type(k) is int and k == DEVICE_TOKEN_KEY for k in unknown
+    ):
+        raise EvidenceFormatError(
+            f"{what}: the realm has a device token ({DEVICE_TOKEN_KEY}, RMM 2.0 device "
+            "assignment); donjon does not appraise assigned devices, so it cannot vouch for "
+            "this realm. Attest the realm before devices are assigned to it"
+        )
+    raise EvidenceFormatError(
+        f"{what}: unexpected collection entries {_brief(unknown[:4])}; only {PLATFORM_TOKEN_KEY} "
+        f"(platform) and {REALM_TOKEN_KEY} (realm) are defined"
+    )
+
+
+def _cmw_record_value(record: Any, *, name: str, key: int, what: str) -> bytes:
+    """The value of a CCA CMW record ``[263, bstr]`` (RMM 2.0 ``CMW-CWT-element``)."""
+    shape = f"a CMW record [{EAT_CWT_CONTENT_FORMAT}, bstr .cbor COSE_Sign1]"
+    if isinstance(record, bytes):
+        raise EvidenceFormatError(
+            f"{what}: the {name} token ({key}) is a bare byte string; a tag-{CMW_COLLECTION_TAG} "
+            f"collection holds {shape} (bare byte strings belong in tag {COLLECTION_TAG})"
+        )
+    if not isinstance(record, list) or len(record) != CMW_RECORD_ITEMS:
+        size = f" of {len(record)} items" if isinstance(record, list) else ""
+        raise EvidenceFormatError(
+            f"{what}: the {name} token ({key}) must be {shape}, got {type(record).__name__}{size}"
+        )
+    content_type, value = record
+    if type(content_type) is not int or content_type != EAT_CWT_CONTENT_FORMAT:
+        raise EvidenceFormatError(
+            f"{what}: the {name} token's CMW type is {_brief(content_type)}; a CCA token carries "
+            f"CoAP content-format {EAT_CWT_CONTENT_FORMAT} (application/eat+cwt) here"
+        )
+    if not isinstance(value, bytes):
+        raise EvidenceFormatError(
+            f"{what}: the {name} token's CMW value must be a byte string wrapping a COSE_Sign1"
+        )
+    return value
+
+
+def _brief(value: Any) -> str:
+    # Hostile keys and types can be long byte strings: quote only their start.
+    text = repr(value)
+    return text if len(text) <= _MAX_QUOTED_CHARS else text[: _MAX_QUOTED_CHARS - 3] + "..."
+
+
+def split_collection(data: bytes) -> tuple[bytes, bytes]:
+    """Split a collection (either framing) into the platform and realm token bytes.
+
+    Raises:
+        EvidenceFormatError: not a CCA token collection.
+    """
+    collection = parse_collection(data)
+    return collection.platform, collection.realm
 
 
 def parse_token(data: bytes) -> CcaToken:
     """Parse a CCA token collection into its platform and realm tokens.
 
     Args:
-        data: the token bytes as received (tag 399 collection).
+        data: the token bytes as received (tag 399 EAT collection or tag 907 CMW collection).
 
     Returns:
         The parsed, unverified token.
@@ -284,10 +387,11 @@ def parse_token(data: bytes) -> CcaToken:
     Raises:
         EvidenceFormatError: anything that is not a well-formed token of a known profile.
     """
-    platform_bytes, realm_bytes = split_collection(data)
+    collection = parse_collection(data)
     return CcaToken(
-        platform=parse_platform_token(platform_bytes),
-        realm=parse_realm_token(realm_bytes),
+        platform=parse_platform_token(collection.platform),
+        realm=parse_realm_token(collection.realm),
+        framing=collection.framing,
     )
 
 
@@ -562,7 +666,10 @@ def parse_realm_token(data: bytes) -> RealmToken:
 
 __all__ = [
     "CMW_COLLECTION_TAG",
+    "CMW_RECORD_ITEMS",
     "COLLECTION_TAG",
+    "DEVICE_TOKEN_KEY",
+    "EAT_CWT_CONTENT_FORMAT",
     "HASH_SIZES",
     "MAX_PLATFORM_CONFIG_BYTES",
     "MAX_REALM_KEY_BYTES",
@@ -573,6 +680,7 @@ __all__ = [
     "REALM_TOKEN_KEY",
     "TRUSTWORTHY_LIFECYCLES",
     "CcaToken",
+    "Framing",
     "Lifecycle",
     "PlatformClaims",
     "PlatformProfile",
@@ -581,7 +689,9 @@ __all__ = [
     "RealmProfile",
     "RealmToken",
     "SwComponent",
+    "TokenCollection",
     "classify_lifecycle",
+    "parse_collection",
     "parse_platform_token",
     "parse_realm_token",
     "parse_token",

@@ -9,7 +9,8 @@ re-encoded.
 
 Steps of :meth:`CcaVerifier.verify` (the numbers appear in the code and in docs/attestation/cca.md):
 
-1. parse the tag-399 collection and both tokens, bounded (draft-ffm-rats-cca-token-00);
+1. unpack the collection (tag 399, or the tag-907 CMW collection of RMM 2.0) and parse both
+   tokens, bounded (draft-ffm-rats-cca-token; RMM spec A7.2.3);
 2. select the CPAKs that may sign this platform (pinned or endorsed; instance/implementation ID);
 3. verify the platform COSE_Sign1 under one of them (RFC 9052 §4.4; ES256/384/512 by the key);
 4. load the RAK from realm claim 44237: a raw P-384 point (legacy) or a COSE_Key (draft-ffm-00);
@@ -39,9 +40,9 @@ from donjon.attestation.cca.token import (
     PlatformToken,
     RealmProfile,
     RealmToken,
+    parse_collection,
     parse_platform_token,
     parse_realm_token,
-    split_collection,
 )
 from donjon.attestation.result import Endorsements, Platform, VerifiedEvidence
 from donjon.crypto.cose import verify_sign1
@@ -69,7 +70,7 @@ _HASHLIB_NAMES = {"sha-256": "sha256", "sha-384": "sha384", "sha-512": "sha512"}
 
 
 class CcaVerifier:
-    """Verifies Arm CCA attestation tokens (legacy CCA-SSD/1.0.0 and draft-ffm-rats-cca-token-00).
+    """Verifies Arm CCA attestation tokens (CCA-SSD/1.0.0, draft-ffm-00; tag 399 or 907).
 
     Example:
         >>> from datetime import UTC, datetime
@@ -108,7 +109,8 @@ class CcaVerifier:
         """Verify a CCA token.
 
         Args:
-            evidence: the token (CBOR tag-399 collection) as received.
+            evidence: the token as received: a CBOR tag-399 collection, or a tag-907 CMW
+                collection of ``[263, bstr]`` records.
             endorsements: ``certs`` may carry CPAKs (see the class docstring); ``collateral``
                 is not used.
             now: accepted for the common verifier interface; a CCA token carries no
@@ -130,10 +132,11 @@ class CcaVerifier:
         """
         del now  # no time-dependent check in CCA (see Args)
         # (1) Parse, bounded. The platform part is cached by its exact bytes: parsing is pure.
-        platform_bytes, realm_bytes = split_collection(evidence)
+        collection = parse_collection(evidence)
+        platform_bytes = collection.platform
         platform = _parse_platform_cached(platform_bytes)
-        realm = parse_realm_token(realm_bytes)
-        token = CcaToken(platform=platform, realm=realm)
+        realm = parse_realm_token(collection.realm)
+        token = CcaToken(platform=platform, realm=realm, framing=collection.framing)
         pclaims = platform.claims
 
         # (2) Which CPAKs may speak for this platform.
@@ -288,6 +291,7 @@ def _result(token: CcaToken, cpak: Cpak) -> VerifiedEvidence:
         "realm_pubkey": r.public_key.hex(),
         "binding_ok": True,
         "cpak_sha256": cpak.fingerprint,
+        "collection_tag": int(token.framing),
     }
     return VerifiedEvidence(
         platform=Platform.CCA,

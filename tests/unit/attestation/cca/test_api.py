@@ -14,6 +14,7 @@ def test_all_is_exact_and_importable() -> None:
         "CcaVerifier",
         "Cpak",
         "CpakError",
+        "Framing",
         "Lifecycle",
         "PlatformClaims",
         "PlatformProfile",
