@@ -8,14 +8,16 @@ Run from the repository root after ``python examples/build.py``::
 Measured (issue 2's goals in brackets):
 
 1. CPU-bound workload, the same C source (``examples/c/cpubench.c``) native and in a Keep with
-   deadline enforcement on (``[limits] timeout_s``, so epoch interruption is compiled in):
+   deadline enforcement on (``[limits] timeout_s``: the keep process of ``donjon run`` enforces
+   it with a process watchdog and runs code without epoch checks; the library API, which may run
+   many workloads in one process, compiles epoch interruption in):
    SHA-256 of 64 MiB and fannkuch-redux(10). Three views, runs alternating native/Keep so that a
    change in machine load hits both:
    - CPU time (best of N): the native process's CPU time against the CPU time of
      ``KeepRuntime.run`` in this process (same executor, engine and code as the keep process).
      CPU time, not wall time, because this machine is shared; "best of" for the same reason.
-     [ratio <= 1.15 for SHA-256]. The same without a deadline (no epoch checks) separates
-     the cost of deadline enforcement from Cranelift's code against LLVM's;
+     [ratio <= 1.15 for SHA-256]. The library's epoch-checked code is measured beside it, which
+     separates the cost of epoch checks from Cranelift's code against LLVM's;
    - compute wall time (median): the time the program measures around its own loop (``-t``),
      native against ``donjon run``;
    - whole process wall time (median): including ``donjon run``'s start-up.
@@ -157,10 +159,13 @@ def bench_cpu(env: dict[str, str], config: Path, workload: list[str], runs: int)
         "workload": " ".join(workload),
         "runs": runs,
         "native_cpu_s": min(native_cpu),
-        "keep_cpu_s": min(keep_cpu),
-        "cpu_ratio": min(keep_cpu) / min(native_cpu),
-        "keep_no_deadline_cpu_s": min(plain_cpu),
-        "no_deadline_cpu_ratio": min(plain_cpu) / min(native_cpu),
+        # The keep process of `donjon run` enforces its deadline with a process watchdog and
+        # runs code compiled without epoch checks: that is `plain_cpu`.
+        "keep_cpu_s": min(plain_cpu),
+        "cpu_ratio": min(plain_cpu) / min(native_cpu),
+        # The library API (many workloads in one process) enforces deadlines with epochs.
+        "library_epochs_cpu_s": min(keep_cpu),
+        "library_epochs_cpu_ratio": min(keep_cpu) / min(native_cpu),
         "native_compute_wall_s": statistics.median(native_compute),
         "keep_compute_wall_s": statistics.median(keep_compute),
         "compute_wall_ratio": statistics.median(keep_compute) / statistics.median(native_compute),
@@ -332,15 +337,16 @@ def main() -> int:
     for label, cpu in (("SHA-256 64 MiB", sha), ("fannkuch(10)", fk)):
         rows += [
             (
-                f"{label}: CPU time, Keep/native (best of {cpu['runs']})",
+                f"{label}: CPU time, keep process (deadline by watchdog)/native "
+                f"(best of {cpu['runs']})",
                 f"{cpu['keep_cpu_s']:.3f} s / {cpu['native_cpu_s']:.3f} s = "
                 f"{cpu['cpu_ratio']:.2f}x",
                 f"<= {GOAL_CPU_RATIO}x" if cpu is sha else "",
                 checks["cpu_ratio"] if cpu is sha else None,
             ),
             (
-                f"{label}: CPU time without a deadline (epochs off)",
-                f"{cpu['keep_no_deadline_cpu_s']:.3f} s = {cpu['no_deadline_cpu_ratio']:.2f}x",
+                f"{label}: CPU time, library API (deadline by epochs)",
+                f"{cpu['library_epochs_cpu_s']:.3f} s = {cpu['library_epochs_cpu_ratio']:.2f}x",
                 "",
                 None,
             ),
