@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from donjon.backends.nil import NIL_WARNING, NilKeepLoader
+from donjon.backends.nil import NIL_WARNING, NilKeepLoader, take_prestarted
 from donjon.errors import BackendUnavailableError, UsageError
 from donjon.keep.errors import ModuleFileError
 
@@ -91,7 +91,7 @@ def run(
 
     # The keep process starts first and loads wasmtime while this process reads the config;
     # if anything below fails, leaving the `with` block cancels it.
-    with NilKeepLoader().start() as keep:
+    with take_prestarted() or NilKeepLoader().start() as keep:
         # Imported here, not at the top: `donjon run --help` stays instant.
         from donjon.keep.config import WorkloadConfig, load_config
         from donjon.keep.request import KeepRequest
