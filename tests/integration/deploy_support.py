@@ -218,15 +218,20 @@ def running_manager(
     unless a hostile *launcher* is given. Every Keep is stopped when the block ends."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tokens = TokenStore(state_dir / "tokens")
-    manager = KeepManager(KeepStore(state_dir), launcher or ProcessLauncher())
+    own_launcher = ProcessLauncher() if launcher is None else None
+    manager = KeepManager(KeepStore(state_dir), launcher or own_launcher)  # type: ignore[arg-type]
     handle_tokens: dict[str, Path] = {}
-    with serving(create_app(manager, tokens, relay_tap=relay_tap)) as url:
-        handle = ManagerHandle(url, "", state_dir, manager, tokens, handle_tokens)
-        handle.token = handle.add_token("admin")
-        try:
-            yield handle
-        finally:
-            stop_all_keeps(state_dir, manager)
+    try:
+        with serving(create_app(manager, tokens, relay_tap=relay_tap)) as url:
+            handle = ManagerHandle(url, "", state_dir, manager, tokens, handle_tokens)
+            handle.token = handle.add_token("admin")
+            try:
+                yield handle
+            finally:
+                stop_all_keeps(state_dir, manager)
+    finally:
+        if own_launcher is not None:
+            own_launcher.close()
 
 
 # -- hostile launchers -------------------------------------------------------------------------
@@ -237,7 +242,8 @@ class RewritingLauncher:
 
     def __init__(self, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self._rewrite = rewrite
-        self._inner = ProcessLauncher()
+        # Cold loaders: a spare would outlive the test (nobody closes this launcher).
+        self._inner = ProcessLauncher(spare=False)
 
     def start(self, keep_dir: Path) -> int:
         params = decode((keep_dir / "launch.cbor").read_bytes())
@@ -400,15 +406,19 @@ def start_service(args: list[str], stderr_path: Path) -> Service:
 
 
 def run_donjon(
-    args: list[str], *, timeout: float = 120.0, input_bytes: bytes | None = None
+    args: list[str],
+    *,
+    timeout: float = 120.0,
+    input_bytes: bytes | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``donjon`` CLI as a process; text stdout and stderr."""
+    """Run the ``donjon`` CLI as a process (environment: ours plus *env*); text output."""
     result = subprocess.run(
         [sys.executable, "-m", "donjon", *args],
         input=input_bytes,
         capture_output=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(**(env or {})),
         check=False,
     )
     return subprocess.CompletedProcess(
@@ -449,6 +459,66 @@ def live_processes_mentioning(text: str) -> list[int]:
         if needle in cmdline and state not in ("Z", "X"):
             found.append(int(entry.name))
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the live children of *pid*."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def keep_processes(keep_dir: Path | str) -> list[int]:
+    """The live processes of the Keep in *keep_dir*: its loader and the loader's children (the
+    keep runtime).
+
+    A loader started cold names *keep_dir* on its command line; a spare loader (started before
+    its Keep existed) is the one whose pid and start time ``KEEP_DIR/loader.pid`` records, as
+    the keep manager itself checks after a restart.
+    """
+    from donjon.host.loader import PID_FILE, process_start_time
+
+    keep_dir = Path(keep_dir)
+    pids = set(live_processes_mentioning(str(keep_dir)))
+    try:
+        pid_text, started = (keep_dir / PID_FILE).read_text().split()
+    except (OSError, ValueError):
+        pass
+    else:
+        pid = int(pid_text)
+        if pid_alive(pid) and process_start_time(pid) == started and _is_loader(pid):
+            pids.add(pid)
+    for pid in list(pids):
+        pids.update(children_of(pid))
+    return sorted(pids)
+
+
+def _is_loader(pid: int) -> bool:
+    # An exiting process has an empty command line: it no longer counts (as for the manager).
+    try:
+        return b"donjon.host.loader" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def wait_for_keep_processes(keep_dir: Path | str, count: int = 2) -> list[int]:
+    """Wait until the Keep has *count* live processes (loader and runtime); return them."""
+    found: list[int] = []
+
+    def enough() -> bool:
+        found[:] = keep_processes(keep_dir)
+        return len(found) == count
+
+    wait_until(enough, timeout=60, what=f"{count} processes of {keep_dir}")
+    return list(found)
 
 
 def pid_alive(pid: int) -> bool:

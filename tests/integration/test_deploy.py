@@ -2,17 +2,21 @@
 
 Through the library (``donjon.client.deploy.deploy``) and through the CLI as a process, with and
 without a Steward (RA-TLS), checking exact output and exit codes: the workload's own code, a
-trap (134), a deadline (137), and refusal of a nil Keep without ``--insecure`` (nothing sent).
+trap (134), a deadline (137, also while blocked reading stdin), stdin streamed both ways and
+bounded in the Keep, arguments after ``--``, ``argv[0]``, and refusal of a nil Keep without
+``--insecure`` (nothing sent, and the refused Keep stopped at once).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +35,7 @@ from tests.integration.deploy_support import (
     StewardHandle,
     assert_one_error_line,
     marked_module,
+    pid_alive,
     pin_dev_key,
     run_donjon,
     running_manager,
@@ -70,9 +75,11 @@ def _options(host: ManagerHandle, steward: StewardHandle | None, **kw: object) -
     return DeployOptions(host=host.url, token=host.token, **extra, **kw)  # type: ignore[arg-type]
 
 
-def _deploy(workload: Workload, options: DeployOptions) -> tuple[DeployResult, bytes, bytes]:
+def _deploy(
+    workload: Workload, options: DeployOptions, stdin: Any = None
+) -> tuple[DeployResult, bytes, bytes]:
     out, err = io.BytesIO(), io.BytesIO()
-    result = deploy(workload, options, stdout=out, stderr=err)
+    result = deploy(workload, options, stdout=out, stderr=err, stdin=stdin)
     return result, out.getvalue(), err.getvalue()
 
 
@@ -155,7 +162,7 @@ def test_config_args_and_env_reach_the_workload(host: ManagerHandle, tmp_path: P
     assert result.exit_code == 0
     assert out.decode().splitlines() == [
         "argc=3",
-        "argv[0]=main.wasm",  # a deployed module is main.wasm inside the Keep
+        "argv[0]=argsenv.wasm",  # the module's name, as with `donjon run`
         "argv[1]=--greeting",
         "argv[2]=hello world",
         "env FD_COUNT=3",
@@ -164,12 +171,128 @@ def test_config_args_and_env_reach_the_workload(host: ManagerHandle, tmp_path: P
     ]
 
 
-def test_stdin_is_not_forwarded_yet_the_workload_sees_eof(host: ManagerHandle) -> None:
-    # deploy sends stdin-eof right after the workload frame: a filter reads nothing and ends.
+def test_library_args_follow_the_config_args(host: ManagerHandle, tmp_path: Path) -> None:
+    d = _workload_dir(tmp_path, "argsenv.wasm", 'args = ["from-config"]\n')
+    workload = Workload.load(d, args=["--flag", "two words", "-"])
+    result, out, _ = _deploy(workload, _options(host, None, insecure=True))
+    assert result.exit_code == 0
+    assert out.decode().splitlines()[:5] == [
+        "argc=5",
+        "argv[0]=argsenv.wasm",
+        "argv[1]=from-config",
+        "argv[2]=--flag",
+        "argv[3]=two words",
+    ]
+
+
+def test_without_stdin_the_workload_sees_eof(host: ManagerHandle) -> None:
+    # deploy(stdin=None) sends stdin-eof right after the workload frame: a filter reads nothing.
     result, out, err = _deploy(
         Workload.load(EXAMPLES / "rot13.wasm"), _options(host, None, insecure=True)
     )
     assert (result.exit_code, out, err) == (0, b"", b"")
+
+
+def test_stdin_reaches_the_workload(host: ManagerHandle, recorder: RelayRecorder) -> None:
+    secret = b"Attack at dawn, " + secrets.token_hex(8).encode() + b"\n"
+    result, out, _ = _deploy(
+        Workload.load(EXAMPLES / "rot13.wasm"),
+        _options(host, None, insecure=True),
+        stdin=io.BytesIO(secret),
+    )
+    assert result.exit_code == 0
+    assert out == secret.translate(ROT13)
+    assert secret.strip() not in recorder.carried()  # stdin crossed the relay encrypted
+
+
+ROT13 = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    b"NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+
+
+def test_large_stdin_is_streamed_not_buffered(tmp_path: Path) -> None:
+    # 24 MiB: more than the 16 MiB a Keep used to buffer before running the workload, and 24
+    # times what it holds now (STDIN_BUFFER_BYTES); it flows through cat.wasm and back.
+    from donjon.keep.agent import STDIN_BUFFER_BYTES
+
+    data = os.urandom(24 * 1024 * 1024)
+    assert len(data) > 20 * STDIN_BUFFER_BYTES
+    with running_manager(tmp_path / "host") as plain:  # no recorder: it would keep 48 MiB
+        result, out, err = _deploy(
+            Workload.load(EXAMPLES / "cat.wasm"),
+            _options(plain, None, insecure=True),
+            stdin=io.BytesIO(data),
+        )
+    assert (result.exit_code, err) == (0, b"")
+    assert out == data
+
+
+def test_output_streams_while_stdin_is_still_open_and_a_stuck_read_meets_the_deadline(
+    host: ManagerHandle, tmp_path: Path
+) -> None:
+    # cat.wasm echoes a first 64 KiB block while the client's stdin stays open; then it blocks
+    # in a read no epoch can interrupt, and the Keep's watchdog ends it at the deadline.
+    d = _workload_dir(tmp_path, "cat.wasm", "[limits]\ntimeout_s = 2.0\n")
+    read_end, write_end = os.pipe()
+    block = os.urandom(64 * 1024)
+    os.write(write_end, block)
+    out = _Arrivals()
+    stdin = os.fdopen(read_end, "rb")
+    try:
+        started = time.monotonic()
+        result = deploy(
+            Workload.load(d),
+            _options(host, None, insecure=True),
+            stdout=out,
+            stderr=io.BytesIO(),
+            stdin=stdin,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        # deploy's stdin thread may still be in a read: end the pipe first, then close it.
+        os.close(write_end)
+        stdin.close()
+    assert out.getvalue() == block
+    assert out.first is not None and out.first - started < 1.9  # before the deadline
+    assert result.exit_code == 137
+    assert result.error == "DeadlineError"
+    assert result.message == (
+        "deadline of 2.0 s reached: cat.wasm was stopped while blocked in a host call"
+    )
+    assert 2.0 <= elapsed < 10
+    wait_until(lambda: _keep_state(host, result.keep.id) == ("exited", 137), what="Keep exit")
+
+
+class _Arrivals(io.BytesIO):
+    """A stdout that notes when its first byte came."""
+
+    first: float | None = None
+
+    def write(self, data: Any) -> int:
+        if self.first is None and data:
+            self.first = time.monotonic()
+        return super().write(data)
+
+
+class _Untouchable(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise AssertionError("stdin was read although the workload has none")
+
+
+def test_stdin_is_not_read_for_a_workload_without_one(host: ManagerHandle, tmp_path: Path) -> None:
+    d = _workload_dir(
+        tmp_path,
+        "hello.wasm",
+        '[[files]]\nkind = "null"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n',
+    )
+    workload = Workload.load(d)
+    assert not workload.reads_stdin
+    result, out, _ = _deploy(workload, _options(host, None, insecure=True), stdin=_Untouchable())
+    assert (result.exit_code, out) == (0, b"Hello, world!\n")
 
 
 def test_trap_exits_134_with_the_reason(host: ManagerHandle) -> None:
@@ -180,7 +303,7 @@ def test_trap_exits_134_with_the_reason(host: ManagerHandle) -> None:
     assert out == b"about to trap\n"
     assert result.error == "GuestTrapError"  # a TrapError
     assert result.message is not None
-    assert "main.wasm trapped: wasm `unreachable` instruction executed" in result.message
+    assert "trap.wasm trapped: wasm `unreachable` instruction executed" in result.message
     wait_until(lambda: _keep_state(host, result.keep.id) == ("exited", 134), what="Keep exit")
 
 
@@ -190,7 +313,7 @@ def test_deadline_exits_137(host: ManagerHandle, tmp_path: Path) -> None:
     assert result.exit_code == 137
     assert out == b"spinning\n"
     assert result.error == "DeadlineError"  # a LimitError
-    assert result.message == "deadline of 0.5 s reached: main.wasm was stopped"
+    assert result.message == "deadline of 0.5 s reached: spin.wasm was stopped"
 
 
 @pytest.mark.parametrize("with_steward", [False, True], ids=["ra-tls", "steward"])
@@ -207,9 +330,9 @@ def test_nil_keep_refused_without_insecure_and_nothing_sent(
     # Only the handshake went to the Keep: far fewer bytes than the 192 KiB module.
     assert 0 < recorder.bytes_to_keep() < 8 * 1024
     assert marker not in recorder.carried()
-    # The Keep is still waiting: it never got a workload to run.
+    # The client stopped the Keep it refused: it does not linger on the host.
     [keep] = _list(host)
-    assert keep.state == "running"
+    assert (keep.state, keep.detail) == ("stopped", "stopped by its owner")
 
 
 def test_keep_refused_by_steward_fails_fast_with_the_reason(host: ManagerHandle) -> None:
@@ -291,7 +414,7 @@ def test_cli_deploy_trap_and_deadline_exit_codes(host: ManagerHandle, tmp_path: 
     trap = run_donjon(_cli_deploy(host, str(EXAMPLES / "trap.wasm"), "--insecure"))
     assert trap.returncode == 134
     assert trap.stdout == "about to trap\n"
-    assert_one_error_line(trap, "main.wasm trapped")
+    assert_one_error_line(trap, "trap.wasm trapped")
     cfg = tmp_path / "limits.toml"
     cfg.write_text("[limits]\ntimeout_s = 0.5\n")
     spin = run_donjon(
@@ -309,6 +432,52 @@ def test_cli_refuses_nil_without_insecure(host: ManagerHandle, recorder: RelayRe
     assert INSECURE_WARNING not in result.stderr
     assert_one_error_line(result, "the Keep runs on 'nil'", "Pass --insecure")
     assert recorder.bytes_to_keep() < 8 * 1024
+    [keep] = _list(host)
+    assert keep.state == "stopped"
+
+
+def test_cli_stdin_and_args(host: ManagerHandle, tmp_path: Path) -> None:
+    rot13 = run_donjon(
+        _cli_deploy(host, str(EXAMPLES / "rot13.wasm"), "--insecure"), input_bytes=b"hi\n"
+    )
+    assert (rot13.returncode, rot13.stdout) == (0, "uv\n"), rot13.stderr
+    cfg = tmp_path / "Enarx.toml"
+    cfg.write_text('args = ["from-config"]\n')
+    argsenv = run_donjon(
+        [
+            *_cli_deploy(host, str(EXAMPLES / "argsenv.wasm"), "--wasmcfgfile", str(cfg)),
+            "--insecure",
+            "--",
+            "--flag",
+            "two words",
+        ]
+    )
+    assert argsenv.returncode == 0, argsenv.stderr
+    assert argsenv.stdout.splitlines()[:5] == [
+        "argc=4",
+        "argv[0]=argsenv.wasm",
+        "argv[1]=from-config",
+        "argv[2]=--flag",
+        "argv[3]=two words",
+    ]
+
+
+def test_refused_keep_is_stopped_and_its_loader_ends(host: ManagerHandle) -> None:
+    # Without --insecure the client refuses the nil Keep after the handshake, then stops it.
+    with pytest.raises(InsecureKeepError):
+        _deploy(Workload.load(EXAMPLES / "hello.wasm"), _options(host, None))
+    [keep] = _list(host)
+    assert (keep.state, keep.detail) == ("stopped", "stopped by its owner")
+    loader = int((host.keep_dir(keep.id) / "loader.pid").read_text().split()[0])
+    assert loader == host.manager.get(_admin(), keep.id).loader_pid
+    wait_until(lambda: not pid_alive(loader), timeout=5, what="the loader's exit")
+    assert not (host.keep_dir(keep.id) / "keep.sock").exists()  # its runtime is gone too
+
+
+def _admin() -> Any:
+    from donjon.host.auth import Principal
+
+    return Principal("admin")
 
 
 def test_cli_usage_errors_exit_2(host: ManagerHandle, tmp_path: Path) -> None:

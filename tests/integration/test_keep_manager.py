@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,13 +28,15 @@ from tests.integration.deploy_support import (
     EXAMPLES,
     ManagerHandle,
     assert_one_error_line,
-    live_processes_mentioning,
+    children_of,
+    keep_processes,
     pid_alive,
     pin_dev_key,
     run_donjon,
     run_in_keep,
     running_manager,
     start_service,
+    wait_for_keep_processes,
     wait_until,
 )
 
@@ -112,10 +116,17 @@ def test_only_the_creator_sees_inspects_relays_to_or_stops_a_keep(host: ManagerH
             client.get_keep(keep.id)
         with pytest.raises(NotFoundError):
             client.stop_keep(keep.id)
-        # The relay refuses the WebSocket handshake (403) before reaching the Keep.
+        # The relay refuses the WebSocket handshake before reaching the Keep: the same 404 as
+        # for a Keep that does not exist, with the close code it stands for.
         with pytest.raises(InvalidStatus) as refused:
-            connect(client.relay_url(keep.id), additional_headers={"authorization": mallory})
-        assert refused.value.response.status_code == 403
+            connect(
+                client.relay_url(keep.id),
+                additional_headers={"authorization": f"Bearer {mallory}"},
+            )
+        assert refused.value.response.status_code == 404
+        body = decode(refused.value.response.body)
+        assert (body["error"], body["close_code"]) == ("NotFoundError", 4404)
+        assert body["reason"] == f"no Keep {keep.id}"
     # The same 404 as for a Keep that does not exist: nothing is revealed.
     response = httpx.get(
         f"{host.url}/v1/keeps/{keep.id}", headers={"authorization": f"Bearer {mallory}"}
@@ -135,7 +146,35 @@ def test_relay_needs_a_token(host: ManagerHandle) -> None:
         url = client.relay_url(keep.id)
     with pytest.raises(InvalidStatus) as refused:
         connect(url)
-    assert refused.value.response.status_code == 403
+    assert refused.value.response.status_code == 401
+    body = decode(refused.value.response.body)
+    assert (body["error"], body["close_code"]) == ("AuthenticationError", 4401)
+    assert "token" in body["reason"]
+
+
+def test_relay_refusals_reach_the_client_with_their_reason(host: ManagerHandle) -> None:
+    from donjon.client.channel import KeepChannel, RelayRefusedError
+
+    keep, _ = _create(host)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with HostClient(host.url, token=host.token) as client:
+        url = client.relay_url(keep.id)
+        client.stop_keep(keep.id)
+        with pytest.raises(RelayRefusedError) as finished:
+            KeepChannel(url, token=host.token, context=ctx)
+        with pytest.raises(RelayRefusedError) as missing:
+            KeepChannel(client.relay_url("0" * 16), token=host.token, context=ctx)
+        with pytest.raises(RelayRefusedError) as no_token:
+            KeepChannel(url, token="0" * 64, context=ctx)
+    assert finished.value.status_code == 410
+    assert finished.value.message == (
+        f"the keep manager refused the relay (HTTP 410: the Keep {keep.id} has finished "
+        "(stopped: stopped by its owner))"
+    )
+    assert missing.value.status_code == 404
+    assert "(HTTP 404: no Keep 0000000000000000)" in missing.value.message
+    assert no_token.value.status_code == 401
+    assert "(HTTP 401: " in no_token.value.message and "0" * 64 not in no_token.value.message
 
 
 # -- request limits ------------------------------------------------------------------------
@@ -198,9 +237,8 @@ def test_unknown_and_malformed_keep_ids_are_404(host: ManagerHandle) -> None:
 
 def test_keep_list_status_stop_cli(host: ManagerHandle) -> None:
     keep, _ = _create(host)
-    keep_dir = str(host.keep_dir(keep.id))
     opts = ["--host", host.url, "--token-file", str(host.token_file)]
-    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="loader and runtime")
+    pids = wait_for_keep_processes(host.keep_dir(keep.id))
 
     listed = run_donjon(["keep", "list", *opts])
     assert listed.returncode == 0, listed.stderr
@@ -218,7 +256,7 @@ def test_keep_list_status_stop_cli(host: ManagerHandle) -> None:
     assert stopped.stdout.split()[:3] == [keep.id, "nil", "stopped"]
     assert "stopped by its owner" in stopped.stdout
     # Stopping killed the loader and the keep runtime.
-    assert live_processes_mentioning(keep_dir) == []
+    assert not any(pid_alive(p) for p in pids)
 
     again = run_donjon(["keep", "list", *opts])
     assert again.stdout.splitlines()[1].split()[2] == "stopped"
@@ -260,14 +298,13 @@ def test_keep_list_empty_and_json(host: ManagerHandle) -> None:
 def test_stopping_a_keep_kills_loader_and_runtime(host: ManagerHandle) -> None:
     keep, _ = _create(host)
     record = host.manager.get(Principal("admin"), keep.id)
-    keep_dir = str(host.keep_dir(keep.id))
-    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="loader and runtime")
-    assert record.loader_pid in live_processes_mentioning(keep_dir)
+    pids = wait_for_keep_processes(host.keep_dir(keep.id))
+    assert record.loader_pid in pids
     with HostClient(host.url, token=host.token) as client:
         stopped = client.stop_keep(keep.id)
         assert (stopped.state, stopped.detail) == ("stopped", "stopped by its owner")
         assert client.stop_keep(keep.id).state == "stopped"  # idempotent
-    assert live_processes_mentioning(keep_dir) == []
+    assert not any(pid_alive(p) for p in pids)
 
 
 def test_keeps_created_at_once_all_start_and_all_stop(host: ManagerHandle) -> None:
@@ -276,16 +313,51 @@ def test_keeps_created_at_once_all_start_and_all_stop(host: ManagerHandle) -> No
     count = 6
     with ThreadPoolExecutor(count) as pool:
         created = list(pool.map(lambda _: _create(host)[0], range(count)))
+    pids: list[int] = []
     with HostClient(host.url, token=host.token) as client:
         assert sorted(k.id for k in client.list_keeps()) == sorted(k.id for k in created)
         for keep in created:
             info = client.get_keep(keep.id)
             assert (info.state, info.detail) == ("running", None)
-            keep_dir = str(host.keep_dir(keep.id))
-            _wait_for_processes(keep_dir, 2)
+            pids += wait_for_keep_processes(host.keep_dir(keep.id))
         for keep in created:
             assert client.stop_keep(keep.id).state == "stopped"
-    assert live_processes_mentioning(str(host.state_dir)) == []
+    assert len(set(pids)) == 2 * count  # one loader and one runtime each, none shared
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_concurrent_creates_respect_the_per_owner_limit(tmp_path: Path) -> None:
+    from donjon.host.core import KeepManager
+    from donjon.host.launcher import ProcessLauncher
+    from donjon.host.store import KeepStore
+
+    launcher = ProcessLauncher()
+    manager = KeepManager(KeepStore(tmp_path / "hs"), launcher, max_keeps_per_owner=3)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda _: _try_create(manager),
+                    range(8),
+                )
+            )
+        assert outcomes.count("created") == 3
+        assert sum("already has 3 Keeps" in o for o in outcomes) == 5
+    finally:
+        for record in manager.list_keeps(Principal("admin")):
+            manager.stop(Principal("admin"), record.id)
+        launcher.close()
+
+
+def _try_create(manager: Any) -> str:
+    from donjon.errors import ConfigError
+    from donjon.host.core import CreateKeep
+
+    try:
+        manager.create(Principal("admin"), CreateKeep(backend="nil", nonce=secrets.token_bytes(32)))
+    except ConfigError as e:
+        return e.message
+    return "created"
 
 
 # -- restarts ------------------------------------------------------------------------------
@@ -303,19 +375,20 @@ def test_restart_reattaches_live_keeps_and_reaps_dead_ones(tmp_path: Path) -> No
             nonce_a = secrets.token_bytes(32)
             keep_a = client.create_keep(backend="nil", nonce=nonce_a)
             keep_b = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
-        dir_a, dir_b = (str(state / "keeps" / k.id) for k in (keep_a, keep_b))
-        for d in (dir_a, dir_b):
-            _wait_for_processes(d, 2)
+        dir_a, dir_b = (state / "keeps" / k.id for k in (keep_a, keep_b))
+        pids_a = wait_for_keep_processes(dir_a)
+        pids_b = wait_for_keep_processes(dir_b)
     finally:
         assert first.terminate() == 0
     try:
         # The manager is gone; its Keeps are not (they are detached on purpose).
-        assert len(live_processes_mentioning(dir_a)) == 2
+        assert keep_processes(dir_a) == pids_a
         # While it is down, Keep B's loader dies (OOM killer, an operator's kill -9, ...).
         loader_b = _loader_pid(state, keep_b.id)
+        assert loader_b in pids_b
         os.kill(loader_b, signal.SIGKILL)
         # The kernel takes B's runtime down with its loader (PR_SET_PDEATHSIG): no orphan.
-        wait_until(lambda: live_processes_mentioning(dir_b) == [], what="B's processes gone")
+        wait_until(lambda: not any(pid_alive(p) for p in pids_b), what="B's processes gone")
 
         second = start_service(
             ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
@@ -344,10 +417,10 @@ def test_restart_reattaches_live_keeps_and_reaps_dead_ones(tmp_path: Path) -> No
         finally:
             assert second.terminate() == 0
     finally:
-        for d in (dir_a, dir_b):
-            for pid in live_processes_mentioning(d):
+        for pid in pids_a + pids_b:
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    assert live_processes_mentioning(str(state)) == []
+    wait_until(lambda: not any(pid_alive(p) for p in pids_a + pids_b), what="no Keep process")
 
 
 def test_restart_with_keeps_still_running_then_stop_them(tmp_path: Path) -> None:
@@ -358,23 +431,46 @@ def test_restart_with_keeps_still_running_then_stop_them(tmp_path: Path) -> None
         token = (state / "admin.token").read_text().strip()
         with HostClient(first.url, token=token) as client:
             keep = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
-        keep_dir = str(state / "keeps" / keep.id)
-        wait_until(lambda: len(live_processes_mentioning(keep_dir)) == 2, what="the Keep")
+        pids = wait_for_keep_processes(state / "keeps" / keep.id)
     finally:
         first.terminate()
     second = start_service(args, tmp_path / "host2.log")
     try:
-        # A re-attached loader is no child of this manager: it is found and stopped via /proc.
+        # A re-attached loader is no child of this manager: it is found (by the pid and start
+        # time in loader.pid) and stopped via /proc.
         with HostClient(second.url, token=token) as client:
+            assert client.get_keep(keep.id).state == "running"
             assert client.stop_keep(keep.id).state == "stopped"
-        assert live_processes_mentioning(keep_dir) == []
+        # Gone, or in their last instants: an exiting process has no command line any more,
+        # which is when the manager's check (and the stop) ends; the kernel finishes it.
+        assert keep_processes(state / "keeps" / keep.id) == []
+        wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5, what="exit")
     finally:
         second.terminate()
 
 
-def _wait_for_processes(keep_dir: str, count: int) -> None:
-    """Wait until *count* live processes (loader, runtime) belong to *keep_dir*."""
-    wait_until(lambda: len(live_processes_mentioning(keep_dir)) == count, timeout=60, what=keep_dir)
+def test_a_stopped_manager_leaves_no_spare_behind(tmp_path: Path) -> None:
+    state = tmp_path / "hs"
+    service = start_service(
+        ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+        tmp_path / "host.log",
+    )
+    try:
+        wait_until(lambda: len(_spares_of(service.proc.pid)) == 1, what="the spare loader")
+        [spare] = _spares_of(service.proc.pid)
+        wait_until(lambda: len(children_of(spare)) == 1, what="the spare's keep runtime")
+        spare_runtime = children_of(spare)[0]
+    finally:
+        assert service.terminate() == 0
+    wait_until(lambda: not pid_alive(spare) and not pid_alive(spare_runtime), what="spare gone")
+
+
+def _spares_of(manager_pid: int) -> list[int]:
+    return [
+        pid
+        for pid in children_of(manager_pid)
+        if b"--spare" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
 
 
 def _loader_pid(state: Path, keep_id: str) -> int:

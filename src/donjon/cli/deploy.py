@@ -21,6 +21,7 @@ INSECURE_WARNING = (
 
 @click.command()
 @click.argument("workload")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @host_options
 @click.option("--steward", help="Steward URL the Keep gets its certificate from.")
 @click.option(
@@ -47,6 +48,7 @@ INSECURE_WARNING = (
 )
 def deploy(
     workload: str,
+    args: tuple[str, ...],
     host_url: str,
     token_file: Path | None,
     steward: str | None,
@@ -60,6 +62,10 @@ def deploy(
     """Deploy WORKLOAD to a Keep: a .wasm file, a directory with Enarx.toml and one module, or a
     package in an OCI registry (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...).
 
+    Arguments after WORKLOAD (put them after -- if they start with -) go to the workload, after
+    the config's args. stdin is streamed to the workload while it runs (if its config gives it a
+    stdin); stdout and stderr stream back.
+
     A registry package is resolved to a digest here; the Keep fetches it itself after it has
     been verified, with the registry credentials (from DONJON_REGISTRY_USER/PASSWORD or the
     credentials files) sent only to it over the attested channel.
@@ -67,20 +73,20 @@ def deploy(
     The Keep must prove what it is (Steward certificate or RA-TLS evidence, checked against the
     policy) before any byte of the workload is sent. The workload's exit code becomes donjon's.
     """
-    from donjon.attestation.policy import Policy
-    from donjon.crypto.ca import load_certificate
-
     token = read_token(token_file)
+    _check_args(args)
     wl: Workload | RegistryWorkload
     if Path(workload).exists() or workload.endswith(".wasm") or "/" not in workload:
         if publisher_keys:
             raise UsageError("--publisher-key applies to registry packages only")
-        wl = Workload.load(Path(workload), config_path=wasmcfgfile)
+        wl = Workload.load(Path(workload), config_path=wasmcfgfile, args=args)
         steward = steward or wl.config.steward
     else:
-        wl = _resolve_registry_workload(workload, publisher_keys)
+        wl = _resolve_registry_workload(workload, publisher_keys, args)
     ca = None
     if ca_file is not None:
+        from donjon.crypto.ca import load_certificate
+
         try:
             ca = load_certificate(ca_file.read_bytes(), what=f"CA certificate {ca_file}")
         except OSError as e:
@@ -89,11 +95,15 @@ def deploy(
         raise UsageError(
             "the Keep will get its certificate from a Steward; pass that Steward's CA "
             "certificate with --ca FILE so the Keep can be checked (`donjon steward serve` "
-            "writes it to its state dir as ca.pem)"
+            "writes it to its state dir as ca.crt)"
         )
     if insecure:
         click.echo(INSECURE_WARNING, err=True)
-    policy = Policy.named(policy_name) if policy_name else None
+    policy = None
+    if policy_name:
+        from donjon.attestation.policy import Policy
+
+        policy = Policy.named(policy_name)
     options = DeployOptions(
         host=host_url,
         token=token,
@@ -123,21 +133,38 @@ def deploy(
             )
 
     result = run_deploy(
-        wl, options, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer, on_verified=on_verified
+        wl,
+        options,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr.buffer,
+        stdin=sys.stdin.buffer,
+        on_verified=on_verified,
     )
     if result.error is not None:
         click.echo(f"donjon: error: {result.message}", err=True)
     return result.exit_code
 
 
-def _resolve_registry_workload(text: str, key_files: tuple[Path, ...]) -> RegistryWorkload:
+def _check_args(args: tuple[str, ...]) -> None:
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(
+                f"argument {arg!r} is not valid UTF-8, which WASI arguments must be"
+            ) from e
+
+
+def _resolve_registry_workload(
+    text: str, key_files: tuple[Path, ...], args: tuple[str, ...]
+) -> RegistryWorkload:
     """Resolve a registry reference to a digest here (the Keep fetches by digest only)."""
     import os
 
     from donjon.cli.package import registry_credentials
+    from donjon.client.deploy import resolve_registry_workload
     from donjon.crypto.publisher import PublisherPublicKey
-    from donjon.registry import Reference, RegistryClient
-    from donjon.registry.transfer import resolve_package
+    from donjon.registry import Reference
 
     ref = Reference.parse(text)
     credentials = registry_credentials(ref.registry, os.environ)
@@ -147,16 +174,11 @@ def _resolve_registry_workload(text: str, key_files: tuple[Path, ...]) -> Regist
             pem = path.read_bytes()
         except OSError as e:
             raise UsageError(f"cannot read --publisher-key {path}: {e.strerror}") from e
-        PublisherPublicKey.from_pem(pem, source=str(path))  # refuse a bad key here, not in the Keep
+        PublisherPublicKey.from_pem(pem, source=str(path))  # refuse a bad key here, naming it
         keys.append(pem)
-    with RegistryClient.for_reference(ref, credentials=credentials) as client:
-        manifest = resolve_package(client, ref)
-    pinned = ref.with_digest(manifest.digest)
-    if ref.digest is None:
-        click.echo(f"donjon: {text} resolved to {pinned}", err=True)
-    return RegistryWorkload(
-        reference=str(pinned),
-        username=credentials.username if credentials else None,
-        password=credentials.password if credentials else None,
-        publisher_keys=tuple(keys),
+    resolved = resolve_registry_workload(
+        text, credentials=credentials, publisher_keys=keys, args=args
     )
+    if ref.digest is None:
+        click.echo(f"donjon: {text} resolved to {resolved.reference}", err=True)
+    return resolved

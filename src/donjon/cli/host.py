@@ -32,7 +32,13 @@ def host() -> None:
     help="Where Keep records and tokens live; survives restarts.",
 )
 @click.option("--backend", default="nil", show_default=True, help="Backend for new Keeps.")
-def serve_command(listen: str, state_dir: Path, backend: str) -> None:
+@click.option(
+    "--spare/--no-spare",
+    default=True,
+    show_default=True,
+    help="Keep one warm keep loader ready, so a new Keep starts without waiting for imports.",
+)
+def serve_command(listen: str, state_dir: Path, backend: str, spare: bool) -> None:
     """Serve the keep manager API (CBOR over HTTP) and the relay to Keeps.
 
     On first start an 'admin' client token is written to STATE_DIR/admin.token (mode 0600).
@@ -61,7 +67,7 @@ def serve_command(listen: str, state_dir: Path, backend: str) -> None:
             )
         click.echo(f"listening on {where.url}", nl=True)
 
-    serve(HostSettings(address, port, state_dir, backend), announce=announce)
+    serve(HostSettings(address, port, state_dir, backend, spare), announce=announce)
 
 
 @host.command("token")

@@ -12,10 +12,16 @@ _EXPORTS = {
     "deploy": "deploy",
     "DeployOptions": "deploy",
     "Workload": "deploy",
+    "DeployResult": "deploy",
     "RegistryWorkload": "deploy",
+    "resolve_registry_workload": "deploy",
     "KeepIdentity": "attested",
     "verify_keep_certificate": "attested",
     "HostClient": "host_api",
+    "KeepInfo": "host_api",
+    "KeepChannel": "channel",
+    "ChannelError": "channel",
+    "RelayRefusedError": "channel",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

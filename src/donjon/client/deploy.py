@@ -2,35 +2,36 @@
 
 Steps (each must succeed before the next):
 
-1. Read the workload (a ``.wasm``, or a directory with ``Enarx.toml`` and one module) and a fresh
-   32-byte client nonce.
+1. Read the workload (a ``.wasm``, or a directory with ``Enarx.toml`` and one module, or a
+   registry package resolved to a digest) and a fresh 32-byte client nonce.
 2. Ask the keep manager for a Keep, giving it the nonce (public) and the Steward URL, if any.
+   The verifiers (~120 ms of imports) load on a background thread meanwhile: while the request
+   is in flight and the Keep starts on its host.
 3. Open the relay and run a TLS 1.3 handshake with the keep runtime *through* it.
 4. Verify the Keep's certificate and attestation (:mod:`donjon.client.attested`): platform,
    keep-runtime measurement, nonce, policy. Nothing of the workload has been sent yet.
-5. Send the workload frame (module, its SHA-256, config) and stream the Keep's stdout/stderr.
+5. Send the workload frame (module, its SHA-256, config, argv[0] and extra arguments), then
+   stream the caller's stdin to the Keep (or end it at once) while its stdout/stderr stream back.
 6. Return the workload's exit code.
+
+Rule 1: a Keep this client created and did not see through to its exit frame is stopped
+(``DELETE``) before the error propagates: a refused Keep does not linger on the host, and
+nobody else can use it anyway (its evidence is bound to this client's nonce).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
-import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from cryptography import x509
-
-from donjon.attestation.policy import Policy
-from donjon.client.attested import KeepIdentity, development_policy, verify_keep_certificate
-from donjon.client.channel import KeepChannel
-from donjon.client.host_api import HostClient, KeepInfo
-from donjon.crypto.ratls import certificate_pem
 from donjon.errors import (
     ConfigError,
     ConnectError,
@@ -39,8 +40,8 @@ from donjon.errors import (
     RemoteProtocolError,
     UsageError,
 )
-from donjon.keep.config import WorkloadConfig, load_config
 from donjon.wire.frames import (
+    MAX_DATA_FRAME_BYTES,
     MAX_MODULE_BYTES,
     DataFrame,
     ExitFrame,
@@ -51,32 +52,71 @@ from donjon.wire.frames import (
     encode_frame,
 )
 
+if TYPE_CHECKING:
+    import ssl
+
+    from cryptography import x509
+
+    from donjon.attestation.policy import Policy
+    from donjon.client.attested import KeepIdentity
+    from donjon.client.channel import KeepChannel
+    from donjon.client.host_api import HostClient, KeepInfo
+    from donjon.keep.config import WorkloadConfig
+    from donjon.registry import Credentials
+
+__all__ = [
+    "CONFIG_NAMES",
+    "NONCE_BYTES",
+    "DeployOptions",
+    "DeployResult",
+    "RegistryWorkload",
+    "Workload",
+    "deploy",
+    "resolve_registry_workload",
+]
+
 _logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
 CONFIG_NAMES = ("Enarx.toml", "donjon.toml")
+STDIN_CHUNK_BYTES = 64 * 1024
+"""Most stdin read and sent at once (bytes); a frame allows up to 1 MiB."""
+CLEANUP_TIMEOUT_S = 10.0
+"""Longest wait for the host to stop a Keep this client gives up on (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """A workload ready to send."""
+    """A workload ready to send.
+
+    Attributes:
+        module: the Wasm module.
+        config: its config (``WorkloadConfig()`` for none).
+        name: the module's file name: ``argv[0]`` in the Keep, as with ``donjon run``.
+        args: arguments after the config's ``args``.
+    """
 
     module: bytes
     config: WorkloadConfig
     name: str
+    args: tuple[str, ...] = ()
 
     @property
     def module_sha256(self) -> bytes:
         return hashlib.sha256(self.module).digest()
 
     @classmethod
-    def load(cls, path: Path, *, config_path: Path | None = None) -> Workload:
+    def load(
+        cls, path: Path, *, config_path: Path | None = None, args: Sequence[str] = ()
+    ) -> Workload:
         """A ``.wasm`` file (with an optional config), or a directory holding both.
 
         Raises:
             UsageError: no such file, not a module, or a directory without exactly one module.
             ConfigError: an invalid config.
         """
+        from donjon.keep.config import WorkloadConfig, load_config
+
         if path.is_dir():
             modules = sorted(path.glob("*.wasm"))
             if len(modules) != 1:
@@ -106,7 +146,14 @@ class Workload:
                 f"{config.source}: [[dirs]] are host directories; a deployed Keep runs on another "
                 "machine whose storage is untrusted, so deploy does not take [[dirs]] (yet)"
             )
-        return cls(module=module, config=config, name=module_path.name)
+        return cls(module=module, config=config, name=module_path.name, args=tuple(args))
+
+    @property
+    def reads_stdin(self) -> bool:
+        """Whether the config gives the workload a stdin (if not, the caller's is not read)."""
+        from donjon.keep.config import FileKind
+
+        return any(f.kind is FileKind.STDIN for f in self.config.effective_files())
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +164,62 @@ class RegistryWorkload:
         reference: ``REGISTRY/REPO@sha256:...`` (resolved from a tag on the client).
         username, password: registry credentials; sent only to the verified Keep.
         publisher_keys: PEM public keys; if any, the Keep requires a signature by one of them.
+        args: arguments after the package config's ``args`` (``argv[0]`` is ``main.wasm``, the
+            package's module layer).
     """
 
     reference: str
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     publisher_keys: tuple[bytes, ...] = ()
+    args: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.reference
+
+    @property
+    def reads_stdin(self) -> bool:
+        return True  # its config is known only in the Keep
+
+
+def resolve_registry_workload(
+    reference: str,
+    *,
+    credentials: Credentials | None = None,
+    publisher_keys: Sequence[bytes] = (),
+    args: Sequence[str] = (),
+) -> RegistryWorkload:
+    """Resolve ``REGISTRY/REPO:TAG`` (or check ``...@sha256:``) to a package digest, here.
+
+    The Keep is then given only the digest: whatever the tag points at later, it runs (or
+    refuses) exactly the package resolved now.
+
+    Args:
+        reference: the package reference.
+        credentials: for a private repository; used here to resolve, and sent to the Keep.
+        publisher_keys: PEM public keys, each checked here so a bad key fails before a Keep.
+        args: extra workload arguments.
+
+    Raises:
+        ReferenceSyntaxError, CredentialsError: a bad reference or key.
+        NotFoundError, RegistryAuthError, TransportError: the registry's answer.
+    """
+    from donjon.crypto.publisher import PublisherPublicKey
+    from donjon.registry import Reference, RegistryClient, resolve_package
+
+    ref = Reference.parse(reference)
+    for i, pem in enumerate(publisher_keys):
+        PublisherPublicKey.from_pem(pem, source=f"publisher key {i + 1}")
+    with RegistryClient.for_reference(ref, credentials=credentials) as client:
+        manifest = resolve_package(client, ref)
+    return RegistryWorkload(
+        reference=str(ref.with_digest(manifest.digest)),
+        username=credentials.username if credentials else None,
+        password=credentials.password if credentials else None,
+        publisher_keys=tuple(publisher_keys),
+        args=tuple(args),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +237,7 @@ class DeployOptions:
     """
 
     host: str
-    token: str
+    token: str = field(repr=False)
     steward: str | None = None
     steward_ca: x509.Certificate | None = None
     policy: Policy | None = None
@@ -152,6 +245,9 @@ class DeployOptions:
     backend: str = "nil"
 
     def effective_policy(self) -> Policy:
+        from donjon.attestation.policy import Policy
+        from donjon.client.attested import development_policy
+
         if self.policy is not None:
             return self.policy
         return development_policy() if self.insecure else Policy.production()
@@ -172,46 +268,55 @@ def deploy(
     *,
     stdout: BinaryIO,
     stderr: BinaryIO,
+    stdin: BinaryIO | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_verified: Callable[[KeepInfo, KeepIdentity], None] | None = None,
 ) -> DeployResult:
-    """Run *workload* in a fresh, verified Keep; stream its output; return its exit code.
+    """Run *workload* in a fresh, verified Keep; stream its stdio; return its exit code.
+
+    Args:
+        workload: what to run.
+        options: where and under which policy.
+        stdout, stderr: where the workload's output goes (written and flushed as it comes).
+        stdin: streamed to the workload while it runs (read by a background thread, only if
+            the workload's config has a stdin); None: the workload reads end of file at once.
+        clock: the time the Keep's certificate is checked at.
+        on_verified: called once the Keep is verified, before anything is sent to it.
 
     Raises:
         VerificationError: the Keep did not prove itself (nothing of the workload was sent).
         TransportError, RemoteProtocolError: the host or the channel failed.
+        Either way the Keep is stopped first (Rule 1).
     """
     if options.steward is not None and options.steward_ca is None:
         raise UsageError("--steward needs the Steward's CA certificate (--ca FILE) to trust")
+    from donjon.client.host_api import HostClient
+
     nonce = secrets.token_bytes(NONCE_BYTES)
+    ca_pem = _pem(options.steward_ca) if options.steward_ca else None
+    preload = threading.Thread(target=_preload_verifiers, name="donjon-deploy-imports")
+    preload.start()
     with HostClient(options.host, token=options.token) as host:
-        keep = host.create_keep(
-            backend=options.backend,
-            nonce=nonce,
-            steward=options.steward,
-            steward_ca_pem=certificate_pem(options.steward_ca) if options.steward_ca else None,
-            limits=_limits(workload.config) if isinstance(workload, Workload) else {},
-        )
-        _logger.info("keep %s created on %s", keep.id, options.host)
-        context = _tls_context(options.steward_ca)
         try:
-            channel = KeepChannel(host.relay_url(keep.id), token=host.token, context=context)
-        except ConnectError as e:
-            raise _unreachable(host, keep.id, e) from e
-        with channel:
-            peer = channel.handshake()
-            identity = verify_keep_certificate(
-                peer,
+            keep = host.create_keep(
+                backend=options.backend,
                 nonce=nonce,
-                policy=options.effective_policy(),
-                insecure_ok=options.insecure,
-                now=clock(),
-                steward_ca=options.steward_ca,
+                steward=options.steward,
+                steward_ca_pem=ca_pem,
+                limits=_limits(workload.config) if isinstance(workload, Workload) else {},
             )
-            if on_verified is not None:
-                on_verified(keep, identity)
-            channel.send(encode_frame(_first_frame(workload)) + encode_frame(StdinEofFrame()))
-            exit_frame = _stream(channel, stdout, stderr)
+        finally:
+            preload.join()
+        _logger.info("keep %s created on %s", keep.id, options.host)
+        finished = False
+        try:
+            identity, exit_frame = _session(
+                host, keep, nonce, workload, options, stdout, stderr, stdin, clock, on_verified
+            )
+            finished = True
+        finally:
+            if not finished:  # Rule 1, also on Ctrl-C
+                _stop_quietly(host, keep.id)
     return DeployResult(
         exit_code=exit_frame.code,
         keep=keep,
@@ -219,6 +324,103 @@ def deploy(
         error=exit_frame.error,
         message=exit_frame.message,
     )
+
+
+def _preload_verifiers() -> None:
+    """Import what verifies a Keep (step 2); the session imports them again, for free, and
+    reports any import error there."""
+    try:
+        import donjon.client.attested
+        import donjon.client.channel  # noqa: F401
+    except Exception as e:  # only a head start: the session's own import raises it
+        _logger.debug("preloading the verifiers failed: %s", e)
+
+
+def _session(
+    host: HostClient,
+    keep: KeepInfo,
+    nonce: bytes,
+    workload: Workload | RegistryWorkload,
+    options: DeployOptions,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+    stdin: BinaryIO | None,
+    clock: Callable[[], datetime],
+    on_verified: Callable[[KeepInfo, KeepIdentity], None] | None,
+) -> tuple[KeepIdentity, ExitFrame]:
+    # Preloaded during step 2 (see _preload_verifiers).
+    from donjon.client.attested import verify_keep_certificate
+    from donjon.client.channel import KeepChannel
+
+    policy = options.effective_policy()
+    context = _tls_context(options.steward_ca)
+    try:
+        channel = KeepChannel(host.relay_url(keep.id), token=host.token, context=context)
+    except ConnectError as e:
+        raise _unreachable(host, keep.id, e) from e
+    with channel:
+        peer = channel.handshake()
+        identity = verify_keep_certificate(
+            peer,
+            nonce=nonce,
+            policy=policy,
+            insecure_ok=options.insecure,
+            now=clock(),
+            steward_ca=options.steward_ca,
+        )
+        if on_verified is not None:
+            on_verified(keep, identity)
+        first = encode_frame(_first_frame(workload))
+        if stdin is None or not workload.reads_stdin:
+            channel.send(first + encode_frame(StdinEofFrame()))
+            return identity, _stream(channel, stdout, stderr)
+        channel.send(first)
+        feeder = _StdinFeeder(channel, stdin)
+        feeder.start()
+        try:
+            return identity, _stream(channel, stdout, stderr)
+        finally:
+            feeder.stop()
+
+
+class _StdinFeeder:
+    """Streams the caller's stdin to the Keep from a daemon thread, then ``stdin-eof``.
+
+    The thread may stay blocked in a read of the caller's stdin after the workload has ended
+    (a terminal, a pipe that never closes); it is a daemon and sends nothing more once stopped.
+    """
+
+    def __init__(self, channel: KeepChannel, stdin: BinaryIO) -> None:
+        self._channel = channel
+        self._stdin = stdin
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="donjon-deploy-stdin", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        read: Callable[[int], bytes] = getattr(self._stdin, "read1", None) or self._stdin.read
+        try:
+            while not self._stopped.is_set():
+                chunk = read(min(STDIN_CHUNK_BYTES, MAX_DATA_FRAME_BYTES))
+                if not chunk or self._stopped.is_set():
+                    break
+                self._channel.send(encode_frame(DataFrame(stream="stdin", data=chunk)))
+            if not self._stopped.is_set():
+                self._channel.send(encode_frame(StdinEofFrame()))
+        except (Error, OSError, ValueError) as e:
+            # The session ended (or the caller's stdin failed): the receiving side reports how.
+            _logger.debug("stdin forwarding ended: %s", e)
+
+
+def _stop_quietly(host: HostClient, keep_id: str) -> None:
+    with contextlib.suppress(Error):
+        host.stop_keep(keep_id, timeout=CLEANUP_TIMEOUT_S)
+        _logger.info("keep %s stopped", keep_id)
 
 
 def _unreachable(host: HostClient, keep_id: str, error: ConnectError) -> Error:
@@ -242,11 +444,14 @@ def _first_frame(workload: Workload | RegistryWorkload) -> WorkloadFrame | Packa
             username=workload.username,
             password=workload.password,
             publisher_keys=workload.publisher_keys,
+            args=workload.args,
         )
     return WorkloadFrame(
         config=workload.config.to_dict(),
         module=workload.module,
         module_sha256=workload.module_sha256,
+        program=workload.name,
+        args=workload.args,
     )
 
 
@@ -268,14 +473,22 @@ def _stream(channel: KeepChannel, stdout: BinaryIO, stderr: BinaryIO) -> ExitFra
                 raise RemoteProtocolError(f"the Keep sent an unexpected {type(frame).__name__}")
 
 
+def _pem(cert: x509.Certificate) -> bytes:
+    from donjon.crypto.ratls import certificate_pem
+
+    return certificate_pem(cert)
+
+
 def _tls_context(steward_ca: x509.Certificate | None) -> ssl.SSLContext:
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     # The Keep is named by its attestation, not a DNS name: identity is checked on the claims.
     ctx.check_hostname = False
     if steward_ca is not None:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=certificate_pem(steward_ca).decode("ascii"))
+        ctx.load_verify_locations(cadata=_pem(steward_ca).decode("ascii"))
     else:
         # RA-TLS: the certificate is self-signed; its evidence is verified after the handshake,
         # before any workload byte is sent.
@@ -283,7 +496,7 @@ def _tls_context(steward_ca: x509.Certificate | None) -> ssl.SSLContext:
     return ctx
 
 
-def _limits(config: WorkloadConfig) -> dict[str, float | int]:
+def _limits(config: WorkloadConfig) -> dict[str, Any]:
     limits: dict[str, float | int] = {}
     if config.limits.memory_mib is not None:
         limits["memory_mib"] = config.limits.memory_mib

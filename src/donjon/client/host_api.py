@@ -1,13 +1,19 @@
-"""A client for the keep manager's API (CBOR over HTTP), treating every answer as untrusted."""
+"""A client for the keep manager's API (CBOR over HTTP), treating every answer as untrusted.
+
+It speaks HTTP/1.1 with the standard library's ``http.client`` (one kept-alive connection per
+client): a handful of small requests needs nothing more, and ``donjon deploy`` and
+``donjon keep`` do not pay for importing an HTTP framework on every run (~90 ms here,
+``benchmarks/bench_deploy.py``).
+"""
 
 from __future__ import annotations
 
+import http.client
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import httpx
 
 from donjon import errors
 from donjon.errors import (
@@ -23,6 +29,7 @@ CBOR = "application/cbor"
 MAX_RESPONSE_BYTES = 1024 * 1024
 """Largest keep-manager answer read (bytes)."""
 DEFAULT_TIMEOUT_S = 30.0
+_READ_BYTES = 64 * 1024
 
 
 class HostRefusedError(errors.ConfigError):
@@ -68,32 +75,27 @@ class HostClient:
     """Talks to one keep manager.
 
     Args:
-        url: ``http://host:port`` or ``https://...``.
+        url: ``http://host:port`` or ``https://...`` (verified against the system's CAs).
         token: the bearer token the keep manager's operator gave you.
+        timeout: seconds to wait for the connection and for each read.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def __init__(self, url: str, *, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
             raise errors.UsageError(f"--host must be an http(s):// URL, not {url!r}")
+        try:
+            port = parts.port
+        except ValueError as e:
+            raise errors.UsageError(f"--host has a bad port: {url!r}") from e
         self.url = url.rstrip("/")
         self._token = token
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=timeout,
-            transport=transport,
-            headers={"authorization": f"Bearer {token}"},
-            # httpx parses certifi's whole CA bundle when a client is made (~50 ms on every
-            # deploy); plain HTTP has no TLS to verify, and redirects are not followed.
-            verify=parts.scheme == "https",
-        )
+        self._timeout = timeout
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = port
+        self._base_path = parts.path.rstrip("/")
+        self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self) -> HostClient:
         return self
@@ -107,7 +109,9 @@ class HostClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     @property
     def token(self) -> str:
@@ -145,41 +149,110 @@ class HostClient:
     def get_keep(self, keep_id: str) -> KeepInfo:
         return KeepInfo.from_dict(_field(self._call("GET", f"/v1/keeps/{keep_id}"), "keep"))
 
-    def stop_keep(self, keep_id: str) -> KeepInfo:
-        return KeepInfo.from_dict(_field(self._call("DELETE", f"/v1/keeps/{keep_id}"), "keep"))
+    def stop_keep(self, keep_id: str, *, timeout: float | None = None) -> KeepInfo:
+        """Stop a Keep; *timeout* (seconds) overrides the client's for this call."""
+        answer = self._call("DELETE", f"/v1/keeps/{keep_id}", timeout=timeout)
+        return KeepInfo.from_dict(_field(answer, "keep"))
 
-    def _call(self, method: str, path: str, *, body: Any = None, expect: int = 200) -> Any:
-        headers = {"content-type": CBOR} if body is not None else {}
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=ssl.create_default_context()
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        self._conn.timeout = timeout
+        if self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        expect: int = 200,
+        timeout: float | None = None,
+    ) -> Any:
+        headers = {"authorization": f"Bearer {self._token}", "accept": CBOR}
+        payload = None
+        if body is not None:
+            payload = encode(body)
+            headers["content-type"] = CBOR
         try:
-            with self._http.stream(
-                method,
-                path,
-                content=encode(body) if body is not None else None,
-                headers=headers,
-            ) as response:
-                content = bytearray()
-                for chunk in response.iter_bytes():
-                    content += chunk
-                    if len(content) > MAX_RESPONSE_BYTES:
-                        raise RemoteProtocolError(
-                            f"the keep manager's answer exceeds {MAX_RESPONSE_BYTES} bytes"
-                        )
-        except httpx.TimeoutException as e:
-            raise TransportTimeoutError(f"the keep manager at {self.url} did not answer") from e
-        except httpx.TransportError as e:
-            raise ConnectError(f"cannot reach the keep manager at {self.url}: {e}") from e
-        try:
-            answer = decode(
-                bytes(content), what="keep manager answer", max_bytes=MAX_RESPONSE_BYTES
+            status, content = self._exchange(
+                method, self._base_path + path, payload, headers, timeout or self._timeout
             )
+        except TimeoutError as e:
+            self.close()
+            raise TransportTimeoutError(f"the keep manager at {self.url} did not answer") from e
+        except (OSError, http.client.IncompleteRead) as e:
+            self.close()
+            raise ConnectError(f"cannot reach the keep manager at {self.url}: {e}") from e
+        except http.client.HTTPException as e:
+            self.close()
+            raise RemoteProtocolError(
+                f"the keep manager at {self.url} sent a malformed HTTP answer: {type(e).__name__}"
+            ) from e
+        try:
+            answer = decode(content, what="keep manager answer", max_bytes=MAX_RESPONSE_BYTES)
         except DecodeError as e:
             raise RemoteProtocolError(
-                f"the keep manager answered HTTP {response.status_code} with a body that is not "
+                f"the keep manager answered HTTP {status} with a body that is not "
                 f"valid CBOR ({e.message})"
             ) from e
-        if response.status_code != expect:
-            raise _refusal(response.status_code, answer)
+        if status != expect:
+            raise _refusal(status, answer)
         return answer
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> tuple[int, bytes]:
+        reused = self._conn is not None
+        try:
+            return self._exchange_once(method, path, payload, headers, timeout)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # A kept-alive connection that the server closed while idle fails on its next
+            # request: that request is sent once more, on a new connection. A first request on
+            # a new connection is never repeated (a create could then make two Keeps).
+            self.close()
+            if not reused:
+                raise
+            return self._exchange_once(method, path, payload, headers, timeout)
+
+    def _exchange_once(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> tuple[int, bytes]:
+        conn = self._connection(timeout)
+        conn.request(method, path, body=payload, headers=headers)
+        with conn.getresponse() as response:  # closed whatever happens: it may own the socket
+            content = bytearray()
+            while chunk := response.read(min(_READ_BYTES, MAX_RESPONSE_BYTES + 1 - len(content))):
+                content += chunk
+                if len(content) > MAX_RESPONSE_BYTES:
+                    self.close()
+                    raise RemoteProtocolError(
+                        f"the keep manager's answer exceeds {MAX_RESPONSE_BYTES} bytes"
+                    )
+            if response.length:  # Content-Length promised more than the connection carried
+                self.close()
+                raise http.client.IncompleteRead(bytes(content), response.length)
+            if response.will_close:
+                self.close()
+            status = response.status
+        return status, bytes(content)
 
 
 def _field(answer: Any, name: str) -> Any:

@@ -14,6 +14,7 @@ _EXPORTS = {
     "KeepStore": "store",
     "TokenStore": "auth",
     "create_app": "app",
+    "ProcessLauncher": "launcher",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

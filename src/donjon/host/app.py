@@ -9,7 +9,9 @@ Endpoints (documented in docs/protocol.md):
     GET    /healthz               200 "ok"
 
 Every ``/v1`` request carries ``Authorization: Bearer <token>``. The relay sees only ciphertext:
-TLS runs from the client to the keep runtime inside the Keep.
+TLS runs from the client to the keep runtime inside the Keep. A relay that cannot be opened is
+refused before the WebSocket is accepted, with an HTTP status and a CBOR ``ErrorBody`` that also
+carries the WebSocket close code it stands for (``RELAY_REFUSALS``), so the client can say why.
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ SOCKET_WAIT_S = 15.0
 """How long the relay waits for a new Keep's runtime to listen (seconds)."""
 ENDED_CHECK_S = 0.25
 """While waiting, how often the relay checks whether the Keep has ended instead (seconds)."""
+SOCKET_POLL_S = 0.005
+"""While waiting, how often the relay tries the Keep's socket (seconds): a failed connect to a
+unix socket costs microseconds, and a warm Keep listens within tens of milliseconds."""
+
+RELAY_REFUSALS: dict[int, tuple[int, str]] = {
+    4401: (401, "AuthenticationError"),
+    4404: (404, "NotFoundError"),
+    4410: (410, "KeepFinished"),
+    4503: (503, "KeepNotListening"),
+}
+"""WebSocket close code -> (HTTP status of the refusal, ``error`` in its body)."""
 
 
 class RelayTap(Protocol):
@@ -143,10 +156,14 @@ def create_app(
             principal = principal_of(ws.headers)
             record = manager.get(principal, ws.path_params["keep_id"])
         except Error as e:
-            await ws.close(code=4401 if isinstance(e, AuthenticationError) else 4404)
+            if isinstance(e, AuthenticationError):
+                await _refuse(ws, 4401, e.diagnostics())
+            else:
+                await _refuse(ws, 4404, e.diagnostics())
             return
         if record.state.finished:
-            await ws.close(code=4410, reason="the Keep has finished")
+            detail = f" ({record.state}: {record.detail})" if record.detail else ""
+            await _refuse(ws, 4410, f"the Keep {record.id} has finished{detail}")
             return
         sock_path = manager.keep_dir(record.id) / "keep.sock"
 
@@ -158,7 +175,7 @@ def create_app(
 
         reader_writer = await _connect_when_ready(sock_path, ended)
         if reader_writer is None:
-            await ws.close(code=4503, reason="the Keep is not listening")
+            await _refuse(ws, 4503, f"the Keep {record.id} is not listening")
             return
         await ws.accept()
         reader, writer = reader_writer
@@ -176,6 +193,23 @@ def create_app(
     return app
 
 
+async def _refuse(ws: WebSocket, code: int, reason: str) -> None:
+    """Refuse the relay before accepting it: an HTTP denial (status + CBOR body) where the
+    server supports it (the ASGI ``websocket.http.response`` extension), else a bare close."""
+    status, error = RELAY_REFUSALS[code]
+    reason = reason[:MAX_REFUSAL_REASON_CHARS]
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        body = {"error": error, "reason": reason, "close_code": code}
+        await ws.send_denial_response(Response(encode(body), status_code=status, media_type=CBOR))
+    else:
+        await ws.close(code=code, reason=reason[: MAX_CLOSE_REASON_BYTES // 4])
+
+
+MAX_REFUSAL_REASON_CHARS = 500
+MAX_CLOSE_REASON_BYTES = 123
+"""A WebSocket close reason fits in 123 bytes (RFC 6455 §5.5: control frames carry <= 125)."""
+
+
 async def _connect_when_ready(
     path: Path, ended: Callable[[], bool]
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -190,7 +224,7 @@ async def _connect_when_ready(
                 if ended():  # e.g. Steward refused it: do not make the client wait 15 s
                     return None
                 next_check = time.monotonic() + ENDED_CHECK_S
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(SOCKET_POLL_S)
         except OSError:
             return None
     return None

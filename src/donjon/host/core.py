@@ -6,11 +6,14 @@ Rule 2: every Keep the manager started is, after any restart of the manager, eit
 (its loader is alive) or reaped (marked finished, loader and runtime terminated): never leaked.
 Rule 3: launching is behind the ``Launcher`` seam so the logic is tested with the real process
 launcher and with nothing faked.
+Rule 4: the per-owner limit is exact under concurrency: counting an owner's live Keeps and
+recording the new one (as ``starting``) happen under one lock; the loader starts outside it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +120,7 @@ class KeepManager:
         self._launcher = launcher
         self._clock = clock
         self._max = max_keeps_per_owner
+        self._admission = threading.Lock()  # Rule 4
 
     def keep_dir(self, keep_id: str) -> Path:
         return self._store.keep_dir(keep_id)
@@ -128,18 +132,22 @@ class KeepManager:
                 f"backend {request.backend!r} is not available on this host; "
                 f"it offers {', '.join(SUPPORTED_BACKENDS)} (see `donjon platform info`)"
             )
-        alive = [r for r in self.list_keeps(principal) if not r.state.finished]
-        if len(alive) >= self._max:
-            raise ConfigError(f"{principal.name} already has {len(alive)} Keeps; stop some first")
-        record = KeepRecord(
-            id=new_keep_id(),
-            owner=principal.name,
-            backend=request.backend,
-            state=KeepState.STARTING,
-            created_at=self._clock(),
-            limits=dict(request.limits),
-        )
-        self._store.save(record)
+        with self._admission:
+            alive = [r for r in self.list_keeps(principal) if not r.state.finished]
+            if len(alive) >= self._max:
+                raise ConfigError(
+                    f"{principal.name} already has {len(alive)} Keeps (the limit is "
+                    f"{self._max}); stop some first"
+                )
+            record = KeepRecord(
+                id=new_keep_id(),
+                owner=principal.name,
+                backend=request.backend,
+                state=KeepState.STARTING,
+                created_at=self._clock(),
+                limits=dict(request.limits),
+            )
+            self._store.save(record)
         keep_dir = self._store.keep_dir(record.id)
         write_atomic(keep_dir / "launch.cbor", encode(request.launch_params(record.id)))
         try:

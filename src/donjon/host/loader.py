@@ -5,6 +5,15 @@ runtime in it, then waits. When the Keep ends it writes ``KEEP_DIR/status.cbor``
 for the manager. SIGTERM stops the Keep (the runtime gets SIGTERM, then SIGKILL after a grace
 period).
 
+``python -m donjon.host.loader --spare`` is a *warm* loader: it starts a keep runtime at once
+(which imports everything it will need, then waits) and reads its Keep's directory from stdin
+when the keep manager has one. The keep manager keeps one spare ready, so a new Keep starts
+without waiting for two interpreters and their imports. A spare serves exactly one Keep; one that
+is never given a Keep (stdin closed: the manager stopped or discarded it) ends with its runtime.
+
+Either way the loader writes ``KEEP_DIR/loader.pid`` (its pid and start time) once it has its
+Keep: after a restart the keep manager recognises its loaders by it, not by a reused pid.
+
 Backends: ``nil`` runs the keep runtime as a child process (no hardware isolation). Others are not
 available on this host yet and end with a clear ``failed`` status.
 """
@@ -22,15 +31,31 @@ from types import FrameType
 from typing import Any
 
 from donjon.errors import DecodeError
+from donjon.host._spawn import module_command
 from donjon.host.store import KeepState, read_bounded, write_atomic
 from donjon.wire.cbor import decode, encode
 
 MAX_LAUNCH_BYTES = 128 * 1024
 MAX_REASON_BYTES = 4096
 """Largest failure reason read from the keep runtime (bytes); it writes at most 1000 chars."""
+MAX_ASSIGNMENT_BYTES = 4096
+"""Longest Keep directory a spare loader reads from the keep manager (bytes)."""
 STOP_GRACE_S = 3.0
+PID_FILE = "loader.pid"
+"""``KEEP_DIR/loader.pid``: ``PID STARTTIME`` of the Keep's loader (``/proc/PID/stat`` field 22)."""
+AGENT_MODULE = "donjon.keep.agent"
 _PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal a process gets when its parent dies (linux/prctl.h)."""
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -57,30 +82,102 @@ def _write_status(keep_dir: Path, state: KeepState, exit_code: int | None, detai
     )
 
 
-def run_loader(keep_dir: Path) -> int:
+class _Agent:
+    """The keep runtime process, cold (given its Keep on the command line) or warm."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], launch_fd: int | None) -> None:
+        self.proc = proc
+        self._launch_fd = launch_fd
+
+    @classmethod
+    def warm(cls) -> _Agent:
+        """Start a keep runtime that imports everything, then waits for its launch message."""
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own module
+                module_command(AGENT_MODULE, "run", "--launch-fd", str(read_end)),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(read_end,),
+                preexec_fn=_die_with_parent(),  # safe: the loader runs no threads
+            )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        return cls(proc, write_end)
+
+    @classmethod
+    def cold(cls, keep_dir: Path) -> _Agent:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own module
+            module_command(
+                AGENT_MODULE,
+                "run",
+                *("--socket", str(keep_dir / "keep.sock")),
+                *("--params", str(keep_dir / "launch.cbor")),
+            ),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(),  # safe: the loader runs no threads
+        )
+        return cls(proc, None)
+
+    def launch(self, keep_dir: Path, params: bytes) -> bool:
+        """Give a warm runtime its Keep; False if it is no longer there to take it."""
+        fd, self._launch_fd = self._launch_fd, None
+        if fd is None or self.proc.poll() is not None:
+            if fd is not None:
+                os.close(fd)
+            return False
+        message = encode(
+            {
+                "socket": str(keep_dir / "keep.sock"),
+                "params": params,
+                "log": str(keep_dir / "loader.log"),
+            }
+        )
+        try:
+            view = memoryview(message)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def discard(self) -> None:
+        if self._launch_fd is not None:
+            os.close(self._launch_fd)
+            self._launch_fd = None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def run_loader(keep_dir: Path, warm: _Agent | None = None) -> int:
     """Start the Keep described in *keep_dir* and wait for it; returns the loader's exit code."""
+    _write_pid_file(keep_dir)
     try:
-        params: Any = decode(read_bounded(keep_dir / "launch.cbor", MAX_LAUNCH_BYTES))
+        raw = read_bounded(keep_dir / "launch.cbor", MAX_LAUNCH_BYTES)
+        params: Any = decode(raw)
     except (OSError, DecodeError) as e:
+        if warm is not None:
+            warm.discard()
         _write_status(keep_dir, KeepState.FAILED, None, f"unreadable launch parameters: {e}")
         return 1
     backend = params.get("backend") if isinstance(params, dict) else None
     if backend != "nil":
+        if warm is not None:
+            warm.discard()
         _write_status(keep_dir, KeepState.FAILED, None, f"backend {backend!r} is not available")
         return 1
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own module
-        [
-            sys.executable,
-            "-m",
-            "donjon.keep.agent",
-            "--socket",
-            str(keep_dir / "keep.sock"),
-            "--params",
-            str(keep_dir / "launch.cbor"),
-        ],
-        stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent(),  # safe: the loader runs no threads
-    )
+    if warm is not None and warm.launch(keep_dir, raw):
+        agent = warm
+    else:
+        if warm is not None:
+            warm.discard()  # it died before it had its Keep: start one the slow way
+        agent = _Agent.cold(keep_dir)
+    proc = agent.proc
     stopping = False
 
     def _on_term(signum: int, frame: FrameType | None) -> None:
@@ -96,6 +193,8 @@ def run_loader(keep_dir: Path) -> int:
             break
         except subprocess.TimeoutExpired:
             proc.kill()
+    # A runtime stopped by a signal leaves its socket behind: nothing listens there any more.
+    (keep_dir / "keep.sock").unlink(missing_ok=True)
     if stopping:
         _write_status(keep_dir, KeepState.STOPPED, rc, "stopped")
     elif rc == 0:
@@ -105,6 +204,55 @@ def run_loader(keep_dir: Path) -> int:
         detail = f"the keep runtime exited with {rc}" + (f": {reason}" if reason else "")
         _write_status(keep_dir, KeepState.EXITED, rc, detail)
     return 0
+
+
+def run_spare() -> int:
+    """A warm loader: start a keep runtime now, wait for a Keep directory on stdin, run it."""
+    agent = _Agent.warm()
+
+    def _on_term(signum: int, frame: FrameType | None) -> None:
+        agent.discard()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    keep_dir = _read_assignment()
+    if keep_dir is None:
+        agent.discard()
+        return 0
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_loader installs its own
+    _attach_log(keep_dir / "loader.log")
+    return run_loader(keep_dir, agent)
+
+
+def _read_assignment() -> Path | None:
+    """The Keep directory the keep manager writes on stdin, or None if it closes it first."""
+    data = b""
+    while len(data) <= MAX_ASSIGNMENT_BYTES:
+        chunk = os.read(0, MAX_ASSIGNMENT_BYTES + 1)
+        if not chunk:
+            break
+        data += chunk
+    text = data.decode("utf-8", "replace").strip()
+    if not text or len(data) > MAX_ASSIGNMENT_BYTES or not os.path.isabs(text):
+        return None
+    path = Path(text)
+    return path if path.is_dir() else None
+
+
+def _attach_log(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def _write_pid_file(keep_dir: Path) -> None:
+    started = process_start_time(os.getpid())
+    if started is not None:
+        write_atomic(keep_dir / PID_FILE, f"{os.getpid()} {started}\n".encode())
 
 
 def _failure_reason(keep_dir: Path) -> str | None:
@@ -118,10 +266,13 @@ def _failure_reason(keep_dir: Path) -> str | None:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        print("usage: python -m donjon.host.loader KEEP_DIR", file=sys.stderr)
+    args = sys.argv[1:]
+    if args == ["--spare"]:
+        raise SystemExit(run_spare())
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m donjon.host.loader KEEP_DIR | --spare", file=sys.stderr)
         raise SystemExit(2)
-    raise SystemExit(run_loader(Path(sys.argv[1])))
+    raise SystemExit(run_loader(Path(args[0])))
 
 
 if __name__ == "__main__":

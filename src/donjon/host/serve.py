@@ -29,6 +29,8 @@ class HostSettings:
     port: int
     state_dir: Path
     backend: str = "nil"
+    spare: bool = True
+    """Keep one warm keep loader ready for the next Keep (see :mod:`donjon.host.launcher`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,10 @@ class HostState:
     admin_token_path: Path | None
     attached: tuple[str, ...]
     reaped: tuple[str, ...]
+    launcher: ProcessLauncher
 
 
-def init_host_state(state_dir: Path) -> HostState:
+def init_host_state(state_dir: Path, *, spare: bool = True) -> HostState:
     """Open (or create) a keep manager's state dir; reconcile Keeps left by a previous run.
 
     On first start it creates an ``admin`` token and writes it to ``STATE/admin.token`` (0600):
@@ -58,9 +61,10 @@ def init_host_state(state_dir: Path) -> HostState:
         fd = os.open(admin_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
-    manager = KeepManager(KeepStore(state_dir), ProcessLauncher())
+    launcher = ProcessLauncher(spare=spare)
+    manager = KeepManager(KeepStore(state_dir), launcher)
     attached, reaped = manager.reconcile()
-    return HostState(manager, tokens, admin_path, tuple(attached), tuple(reaped))
+    return HostState(manager, tokens, admin_path, tuple(attached), tuple(reaped), launcher)
 
 
 def serve(
@@ -72,7 +76,7 @@ def serve(
     """Run the keep manager until SIGTERM/SIGINT. Keeps keep running; a restart re-attaches."""
     import uvicorn
 
-    state = init_host_state(settings.state_dir)
+    state = init_host_state(settings.state_dir, spare=settings.spare)
     sock = bind_socket(settings.host, settings.port)
     where = listening(sock, tls=False)
     app = create_app(state.manager, state.tokens, relay_tap=relay_tap)
@@ -94,6 +98,7 @@ def serve(
     try:
         server.run(sockets=[sock])
     finally:
+        state.launcher.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
         sock.close()

@@ -3,17 +3,22 @@
 After the client has verified the Keep, it and the keep runtime exchange frames::
 
     frame   = u32be(length) || CBOR map       (length counts the CBOR bytes only)
-    client → keep:  {"t": "workload", "v": 1, "config": map, "module": bstr, "module_sha256": bstr}
+    client → keep:  {"t": "workload", "v": 1, "config": map, "module": bstr, "module_sha256": bstr,
+                     ? "program": tstr, ? "args": [* tstr]}
                     {"t": "package", "v": 1, "reference": tstr (REGISTRY/REPO@sha256:...),
                      "credentials": {"username": tstr, "password": tstr} / null,
-                     "publisher_keys": [* bstr (PEM)]}
-                    {"t": "stdin", "data": bstr}   {"t": "stdin-eof"}
+                     "publisher_keys": [* bstr (PEM)], ? "args": [* tstr]}
+                    {"t": "stdin", "data": bstr}   {"t": "stdin-eof"}   (any time after the first)
     keep → client:  {"t": "stdout", "data": bstr}  {"t": "stderr", "data": bstr}
                     {"t": "exit", "code": int, "error": tstr / null, "message": tstr / null}
 
 Rule 1: a frame larger than its type allows is refused before it is buffered whole.
 Rule 2: unknown frame types are a protocol error (this version defines them all); unknown keys in a
-known frame are ignored, so later versions can add optional keys.
+known frame are ignored, so later versions can add optional keys. The optional keys are encoded only
+when set, so a frame without them has the same bytes as in the first release.
+
+``program`` is the workload's ``argv[0]`` (the module's file name, as ``donjon run`` gives it) and
+``args`` the arguments that follow the config's ``args`` (the command line's ``-- ARGS``).
 """
 
 from __future__ import annotations
@@ -32,14 +37,29 @@ MAX_FRAME_BYTES = MAX_MODULE_BYTES + 1024 * 1024
 """Largest frame (bytes): a workload frame with its config."""
 MAX_DATA_FRAME_BYTES = 1024 * 1024
 """Largest stdout/stderr/stdin chunk in one frame (bytes)."""
+MAX_PROGRAM_CHARS = 255
+"""Longest ``program`` (argv[0]): a file name (NAME_MAX on Linux)."""
+MAX_ARGS = 4096
+"""Most extra arguments in one frame."""
+MAX_ARGS_BYTES = 1024 * 1024
+"""Most bytes of extra arguments in one frame (UTF-8, summed); Linux allows 2 MiB for all."""
 _HEADER = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadFrame:
+    """The workload itself: module, digest, config, and how to invoke it.
+
+    Attributes:
+        program: ``argv[0]`` in the Keep; ``None`` means ``main.wasm``.
+        args: arguments after the config's ``args``.
+    """
+
     config: dict[str, Any]
     module: bytes
     module_sha256: bytes
+    program: str | None = None
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +71,7 @@ class PackageFrame:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     publisher_keys: tuple[bytes, ...] = ()
+    args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +99,9 @@ def encode_frame(frame: Frame) -> bytes:
     """Encode one frame with its length prefix."""
     body: dict[str, Any]
     match frame:
-        case WorkloadFrame(config=config, module=module, module_sha256=digest):
+        case WorkloadFrame(
+            config=config, module=module, module_sha256=digest, program=program, args=args
+        ):
             body = {
                 "t": "workload",
                 "v": PROTOCOL_VERSION,
@@ -86,7 +109,13 @@ def encode_frame(frame: Frame) -> bytes:
                 "module": module,
                 "module_sha256": digest,
             }
-        case PackageFrame(reference=ref, username=user, password=pw, publisher_keys=keys):
+            if program is not None:
+                body["program"] = _checked_program(program, EncodeError)
+            if args:
+                body["args"] = list(_checked_args(list(args), EncodeError))
+        case PackageFrame(
+            reference=ref, username=user, password=pw, publisher_keys=keys, args=args
+        ):
             credentials = None if user is None else {"username": user, "password": pw or ""}
             body = {
                 "t": "package",
@@ -95,6 +124,8 @@ def encode_frame(frame: Frame) -> bytes:
                 "credentials": credentials,
                 "publisher_keys": list(keys),
             }
+            if args:
+                body["args"] = list(_checked_args(list(args), EncodeError))
         case DataFrame(stream=stream, data=data):
             if len(data) > MAX_DATA_FRAME_BYTES:
                 raise EncodeError(f"{stream} chunk of {len(data)} bytes; split it")
@@ -160,7 +191,14 @@ def _parse(body: Any) -> Frame:
             raise RemoteProtocolError("workload frame needs a 32-byte module_sha256")
         if len(module) > MAX_MODULE_BYTES:
             raise RemoteProtocolError(f"module of {len(module)} bytes; limit {MAX_MODULE_BYTES}")
-        return WorkloadFrame(config=config, module=module, module_sha256=digest)
+        program = body.get("program")
+        return WorkloadFrame(
+            config=config,
+            module=module,
+            module_sha256=digest,
+            program=None if program is None else _checked_program(program, RemoteProtocolError),
+            args=_checked_args(body.get("args", []), RemoteProtocolError),
+        )
     if kind == "package":
         return _parse_package(body)
     if kind in ("stdout", "stderr", "stdin"):
@@ -209,5 +247,36 @@ def _parse_package(body: dict[Any, Any]) -> PackageFrame:
     if not all(isinstance(k, bytes) and len(k) <= MAX_PUBLISHER_KEY_BYTES for k in keys):
         raise RemoteProtocolError("each publisher key must be PEM bytes of at most 16 KiB")
     return PackageFrame(
-        reference=ref, username=username, password=password, publisher_keys=tuple(keys)
+        reference=ref,
+        username=username,
+        password=password,
+        publisher_keys=tuple(keys),
+        args=_checked_args(body.get("args", []), RemoteProtocolError),
     )
+
+
+def _checked_program(program: Any, error: type[EncodeError | RemoteProtocolError]) -> str:
+    """argv[0]: a file name, not a path (it names the module, nothing on any file system)."""
+    if (
+        not isinstance(program, str)
+        or not 0 < len(program) <= MAX_PROGRAM_CHARS
+        or "/" in program
+        or "\0" in program
+    ):
+        raise error(
+            f"program must be a file name of 1..{MAX_PROGRAM_CHARS} characters without '/' or NUL"
+        )
+    return program
+
+
+def _checked_args(args: Any, error: type[EncodeError | RemoteProtocolError]) -> tuple[str, ...]:
+    if not isinstance(args, list) or len(args) > MAX_ARGS:
+        raise error(f"args must be a list of at most {MAX_ARGS} strings")
+    total = 0
+    for arg in args:
+        if not isinstance(arg, str) or "\0" in arg:
+            raise error("each argument must be text without NUL")
+        total += len(arg.encode("utf-8", "surrogatepass"))
+        if total > MAX_ARGS_BYTES:
+            raise error(f"the arguments exceed {MAX_ARGS_BYTES} bytes")
+    return tuple(args)
