@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from donjon._unixpath import unix_socket_path
 from donjon.crypto.ca import CertificateAuthority
 from donjon.crypto.ratls import certificate_pem
 from donjon.host.app import RelayTap, create_app
@@ -687,7 +688,8 @@ def _impostor_main(keep_dir: Path, mode: str) -> int:
     context = server_context(key_pem, chain_pem)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = keep_dir / "keep.sock.tmp"
-    listener.bind(str(tmp))
+    with unix_socket_path(tmp) as bind_path:
+        listener.bind(bind_path)
     listener.listen(4)
     os.replace(tmp, sock_path)
     with (keep_dir / "impostor.received").open("ab", buffering=0) as received:

@@ -29,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from donjon._unixpath import unix_socket_path
 from donjon.errors import (
     ConfigError,
     DecodeError,
@@ -218,7 +219,8 @@ async def _connect_when_ready(
     next_check = time.monotonic() + ENDED_CHECK_S
     while time.monotonic() < deadline:
         try:
-            return await asyncio.open_unix_connection(str(path))
+            with unix_socket_path(path) as connect_path:
+                return await asyncio.open_unix_connection(connect_path)
         except (FileNotFoundError, ConnectionRefusedError):
             if time.monotonic() >= next_check:
                 if ended():  # e.g. Steward refused it: do not make the client wait 15 s

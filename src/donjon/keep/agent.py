@@ -49,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from donjon._unixpath import unix_socket_path
 from donjon.attestation.result import Endorsements
 from donjon.backends.nil_evidence import NilEvidenceProvider
 from donjon.crypto.binding import report_data_for
@@ -682,7 +683,8 @@ def serve(sock_path: Path, identity: Identity, runtime: KeepRuntime | None = Non
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = sock_path.with_name(sock_path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    listener.bind(str(tmp))
+    with unix_socket_path(tmp) as bind_path:
+        listener.bind(bind_path)
     os.chmod(tmp, 0o600)
     listener.listen(4)
     os.replace(tmp, sock_path)  # appears only once it accepts connections
