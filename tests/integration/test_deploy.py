@@ -12,7 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import secrets
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +25,11 @@ from typing import Any
 import pytest
 
 from donjon.backends.nil_evidence import runtime_measurement
-from donjon.client.attested import InsecureKeepError
+from donjon.client.attested import InsecureKeepError, KeepIdentity
 from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
 from donjon.client.host_api import HostClient, KeepInfo
 from donjon.crypto.ca import verify_issued
-from donjon.crypto.ratls import load_peer_certificate
+from donjon.crypto.ratls import certificate_pem, load_peer_certificate
 from donjon.errors import KeepLaunchError, UsageError
 from donjon.steward.config import StewardPolicy
 from tests.integration.deploy_support import (
@@ -500,3 +504,100 @@ def test_cli_usage_errors_exit_2(host: ManagerHandle, tmp_path: Path) -> None:
 def _list(host: ManagerHandle) -> list[KeepInfo]:
     with HostClient(host.url, token=host.token) as client:
         return list(client.list_keeps())
+
+
+# -- the workload's own TLS sockets ------------------------------------------------------------
+
+ECHO_TLS_CONFIG = (
+    '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
+    '[[files]]\nkind = "listen"\nname = "listen"\nprot = "tls"\naddr = "127.0.0.1"\nport = 0\n'
+)
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)")
+LISTEN_WAIT_S = 60.0
+
+
+class _WatchedStream:
+    """A binary sink that a test can wait on for a pattern while ``deploy`` writes to it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._changed = threading.Condition()
+
+    def write(self, chunk: bytes) -> int:
+        with self._changed:
+            self.data += chunk
+            self._changed.notify_all()
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
+        with self._changed:
+            found = self._changed.wait_for(lambda: pattern.search(self.data), timeout)
+            if not found:
+                raise AssertionError(f"not seen within {timeout} s: {bytes(self.data)!r}")
+            return found
+
+
+def _echo(conn: ssl.SSLSocket, data: bytes) -> bytes:
+    conn.sendall(data)
+    got = b""
+    while len(got) < len(data) and (chunk := conn.recv(65536)):
+        got += chunk
+    conn.unwrap()  # close_notify: the echo server's end of input, so it ends the connection
+    return got
+
+
+@pytest.mark.parametrize("with_steward", [False, True], ids=["ra-tls", "steward"])
+def test_workload_tls_listener_presents_the_verified_keep_certificate(
+    host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path, with_steward: bool
+) -> None:
+    config = tmp_path / "Enarx.toml"
+    config.write_text(ECHO_TLS_CONFIG)
+    workload = Workload.load(EXAMPLES / "echo_server.wasm", config_path=config, args=["-c", "1"])
+    verified: list[KeepIdentity] = []
+    outcome: list[DeployResult | BaseException] = []
+    stdout, stderr = _WatchedStream(), _WatchedStream()
+
+    def on_verified(_keep: KeepInfo, identity: KeepIdentity) -> None:
+        verified.append(identity)
+
+    with running_steward() if with_steward else contextlib.nullcontext() as steward:
+        options = _options(host, steward, insecure=True)
+
+        def run() -> None:
+            try:
+                outcome.append(
+                    deploy(workload, options, stdout=stdout, stderr=stderr, on_verified=on_verified)  # type: ignore[arg-type]
+                )
+            except BaseException as e:  # reported by the assertion below
+                outcome.append(e)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # The listener's notice reaches the client on the workload's stderr.
+        port = int(stderr.wait_for(LISTENING, LISTEN_WAIT_S).group(1))
+        assert len(verified) == 1
+        identity = verified[0]
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.check_hostname = False  # a nil Keep has no DNS name; the certificate is pinned below
+        if steward is not None:
+            # Anyone who trusts Steward's CA can talk to the workload: the chain verifies.
+            ctx.load_verify_locations(cadata=certificate_pem(steward.ca).decode())
+        else:
+            ctx.verify_mode = ssl.CERT_NONE  # self-signed RA-TLS; pinned to what deploy verified
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as conn:
+            assert conn.getpeercert(binary_form=True) == identity.certificate_der
+            assert _echo(conn, b"attested echo") == b"attested echo"
+        thread.join(LISTEN_WAIT_S)
+    assert not thread.is_alive(), "deploy did not return after the workload's one connection"
+    result = outcome[0]
+    assert isinstance(result, DeployResult), result
+    assert result.exit_code == 0, bytes(stderr.data)
+    assert bytes(stdout.data) == b"echo_server: served 1 connections, 13 bytes\n"
+    assert identity.via == ("steward" if with_steward else "ra-tls")
+    # The workload's bytes went straight to the Keep's listener, never through the relay.
+    assert b"attested echo" not in recorder.carried()

@@ -9,6 +9,7 @@ Two ways of running it:
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import signal
@@ -430,5 +431,159 @@ def test_serve_over_tls_with_two_workers(tmp_path: Path, keep: Keep) -> None:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(f"{server.url}/healthz", verify=ssl.create_default_context())
     finally:
+        code, output = server.stop()
+    assert code == 0, output
+
+
+# -- HTTP stacks, request heads, workers -------------------------------------------------------
+
+_STACKS = [
+    pytest.param(http, loop, id=f"{http}+{loop}", marks=_needs)
+    for http, loop, _needs in (
+        ("h11", "asyncio", ()),
+        (
+            "httptools",
+            "uvloop",
+            pytest.mark.skipif(
+                not all(importlib.util.find_spec(m) for m in ("httptools", "uvloop")),
+                reason="httptools and uvloop are optional",
+            ),
+        ),
+    )
+]
+
+
+def _exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send *request*, read until the peer closes or a whole response is in (short reads)."""
+    sock.sendall(request)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep and b"content-length: " in head.lower():
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(body) >= length:
+                break
+    return answer
+
+
+def _head_refused(address: tuple[str, int], writes: list[bytes]) -> bool:
+    """Whether the server refuses a request head sent as *writes* (never ended by CRLF CRLF):
+    a 400 answer, or the connection closed under the sender before the last write."""
+    with socket.create_connection(address, timeout=10) as sock:
+        try:
+            for chunk in writes:
+                sock.sendall(chunk)
+            answer = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        return answer.startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize(("http", "loop"), _STACKS)
+def test_every_stack_issues_and_bounds_the_request_head(
+    http: str, loop: str, keep: Keep, clock: PinnedClock
+) -> None:
+    core = StewardCore(shared_ca(), StewardPolicy.dev(), clock=clock)
+    with running(core, http=http, loop=loop) as url:
+        with StewardClient(url, ca=shared_ca().certificate) as client:
+            nonce = client.nonce()
+            client.attest(keep.csr(), keep.evidence(nonce), "nil", Endorsements(), nonce)
+        host, port = url.removeprefix("http://").split(":")
+        # A head of 15 KiB, trickled in 1 KiB writes, is fine...
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            for i in range(15):
+                sock.sendall(b"X-Pad-%02d: " % i + b"a" * 1000 + b"\r\n")
+            assert _exchange(sock, b"\r\n").startswith(b"HTTP/1.1 200 ")
+        # ...one of 64 KiB is refused (400, connection closed) long before it ends, whether it
+        # trickles in or arrives in a single read together with its request line.
+        pads = [b"X-Pad-%02d: " % i + b"a" * 1000 + b"\r\n" for i in range(64)]
+        request_line = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        assert _head_refused((host, int(port)), [request_line, *pads])
+        assert _head_refused((host, int(port)), [request_line + b"".join(pads)])
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_head_allow_and_a_client_that_leaves(dev_url: str) -> None:
+    head = httpx.head(f"{dev_url}/healthz")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == "3"
+    wrong = httpx.delete(f"{dev_url}/v1/nonce")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"
+    assert _error(wrong).error == "MethodNotAllowed"
+    assert httpx.get(f"{dev_url}/v1/attest").headers["allow"] == "POST"
+    # A client that sends half a body and goes away gets no answer and is no internal error.
+    host, port = dev_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/cbor\r\n"
+            b"Content-Length: 100\r\n\r\n\xa1"
+        )
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    metrics = ""
+    while 'endpoint="/v1/attest",status="499"' not in metrics and datetime.now(UTC) < deadline:
+        metrics = httpx.get(f"{dev_url}/metrics").text
+    assert 'donjon_steward_requests_total{endpoint="/v1/attest",status="499"} 1' in metrics
+    assert "InternalError" not in metrics
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == pid:
+                children.append(int(entry))
+    return children
+
+
+def _connections_of(pid: int, port: int) -> int:
+    """How many established TCP connections to local *port* process *pid* holds (/proc)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            # local address "0100007F:1F90", state "01" = ESTABLISHED, inode (proc(5))
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+                inodes.add(f"socket:[{fields[9]}]")
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") in inodes
+        except OSError:
+            continue
+    return count
+
+
+def test_two_workers_share_connections_and_the_replay_cache(tmp_path: Path, keep: Keep) -> None:
+    server = _Serve(tmp_path / "state", "--policy", "dev", "--workers", "2")
+    connections: list[socket.socket] = []
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while len(workers := _children(server.process.pid)) < 2:
+            assert datetime.now(UTC) < deadline, "the workers did not start"
+        # Each worker accepts on its own SO_REUSEPORT socket: 16 connections reach both.
+        for _ in range(16):
+            connections.append(socket.create_connection((host, int(port)), timeout=10))
+        for sock in connections:
+            assert _exchange(sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"ok\n")
+        held = [_connections_of(pid, int(port)) for pid in workers]
+        assert sum(held) == 16 and min(held) > 0, held  # all on one: p = 2 / 2**16
+        # A request accepted by one worker is a replay for both.
+        body = keep.request(_nonce(server.url)).encode()
+        post = b"POST /v1/attest HTTP/1.1\r\nHost: x\r\nContent-Type: application/cbor\r\n"
+        post += b"Content-Length: %d\r\n\r\n" % len(body) + body
+        answers = [_exchange(sock, post) for sock in connections]
+        assert sum(a.startswith(b"HTTP/1.1 200 ") for a in answers) == 1
+        assert sum(a.startswith(b"HTTP/1.1 403 ") and b"already used" in a for a in answers) == 15
+    finally:
+        for sock in connections:
+            sock.close()
         code, output = server.stop()
     assert code == 0, output

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from donjon.crypto.cose import sign1, verify_sign1
 from donjon.crypto.oids import EXTENSION_REQUEST
@@ -55,6 +55,13 @@ _CURVES: dict[str, ec.EllipticCurve] = {
 }
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _SIGNATURE_HASHES = frozenset({"sha256", "sha384", "sha512"})
+_ECDSA_SIGNATURES = frozenset(
+    {
+        SignatureAlgorithmOID.ECDSA_WITH_SHA256,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA384,
+        SignatureAlgorithmOID.ECDSA_WITH_SHA512,
+    }
+)
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _HKDF_SALT = b"donjon/steward/hkdf-salt/v1"
 
@@ -252,11 +259,21 @@ def parse_csr(der: bytes, *, max_bytes: int = MAX_CSR_BYTES) -> CertificateReque
     if hash_alg is None or hash_alg.name not in _SIGNATURE_HASHES:
         name = None if hash_alg is None else hash_alg.name
         raise DecodeError(f"CSR is signed with hash {name!r}; use SHA-256, SHA-384 or SHA-512")
-    if not csr.is_signature_valid:
+    if csr.signature_algorithm_oid not in _ECDSA_SIGNATURES:
+        raise DecodeError(
+            f"CSR signature algorithm {csr.signature_algorithm_oid.dotted_string} is not ECDSA "
+            "with SHA-2, which an EC key needs"
+        )
+    # RFC 2986 §3: the signature over the exact CertificationRequestInfo bytes, with the key
+    # loaded above (``is_signature_valid`` would load it a second time).
+    tbs = csr.tbs_certrequest_bytes
+    try:
+        public_key.verify(csr.signature, tbs, ec.ECDSA(hash_alg))
+    except InvalidSignature:
         raise SignatureError(
             "CSR signature does not verify with the CSR's own key (the request was altered, or "
             "signed with another key)"
-        )
+        ) from None
     try:
         attributes = list(csr.attributes)
         extensions = list(csr.extensions)
@@ -289,13 +306,78 @@ def parse_csr(der: bytes, *, max_bytes: int = MAX_CSR_BYTES) -> CertificateReque
             )
     return CertificateRequest(
         der=bytes(der),
-        spki_der=spki_der(public_key),
+        spki_der=_canonical_spki(tbs, public_key),
         curve=curve,
         dns_names=tuple(dns_names),
         uris=tuple(uris),
         extensions=tuple(others),
         public_key=public_key,
     )
+
+
+def _der_element(data: bytes, pos: int) -> tuple[int, int, int]:
+    """The DER element at *pos*: (tag, content start, content end). ValueError if malformed."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated")
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        size = first & 0x7F
+        if not 1 <= size <= 4 or pos + size > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+    if pos + length > len(data):
+        raise ValueError("truncated")
+    return tag, pos, pos + length
+
+
+def _spki_in_request_info(tbs: bytes) -> bytes:
+    """The subjectPKInfo element of a DER CertificationRequestInfo (RFC 2986 §4.1)::
+
+    CertificationRequestInfo ::= SEQUENCE { version INTEGER, subject Name,
+                                            subjectPKInfo SubjectPublicKeyInfo, attributes [0] }
+    """
+    tag, pos, end = _der_element(tbs, 0)
+    if tag != 0x30:
+        raise ValueError("not a SEQUENCE")
+    tag, _, pos = _der_element(tbs, pos)  # version
+    if tag != 0x02:
+        raise ValueError("no version")
+    tag, _, pos = _der_element(tbs, pos)  # subject
+    if tag != 0x30:
+        raise ValueError("no subject")
+    tag, _, spki_end = _der_element(tbs, pos)
+    if tag != 0x30 or spki_end > end:
+        raise ValueError("no subjectPKInfo")
+    return tbs[pos:spki_end]
+
+
+_SPKI_PREFIXES: dict[str, bytes] = {}
+
+
+def _canonical_spki(tbs: bytes, public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """``spki_der(public_key)`` without asking OpenSSL to encode the key (~50 µs, most of a
+    CSR's cost after its signature): the CSR's own SPKI bytes, when they are exactly the
+    canonical encoding (named curve, uncompressed point). Anything else is re-encoded."""
+    n = (public_key.curve.key_size + 7) // 8
+    prefix = _SPKI_PREFIXES.get(public_key.curve.name)
+    if prefix is None:
+        canonical = spki_der(public_key)
+        # The fixed part: SEQUENCE and AlgorithmIdentifier headers, BIT STRING header, 0x04.
+        _SPKI_PREFIXES[public_key.curve.name] = canonical[: -2 * n]
+        return canonical
+    try:
+        raw = _spki_in_request_info(tbs)
+    except ValueError:
+        return spki_der(public_key)
+    # The prefix fixes the curve and the uncompressed form; DER then leaves one encoding of the
+    # point the key was loaded from, so these bytes are what spki_der(public_key) would give.
+    if len(raw) == len(prefix) + 2 * n and raw.startswith(prefix):
+        return raw
+    return spki_der(public_key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,13 +419,23 @@ class CertificateAuthority:
     certificate: x509.Certificate
     _key: ec.EllipticCurvePrivateKey = field(repr=False)
     _aki: x509.AuthorityKeyIdentifier = field(init=False, repr=False, compare=False)
+    _key_id: bytes = field(init=False, repr=False, compare=False)
+    _not_valid_before: datetime = field(init=False, repr=False, compare=False)
+    _not_valid_after: datetime = field(init=False, repr=False, compare=False)
+    _subject: x509.Name = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Computed once: every issued certificate carries it.
+        # Computed once, not per certificate: every issued certificate carries the AKI, every
+        # result the key id (encoding a key costs OpenSSL ~50 µs), and issuance reads the
+        # validity twice.
         ski = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
         object.__setattr__(
             self, "_aki", x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
         )
+        object.__setattr__(self, "_key_id", hashlib.sha256(_cert_spki(self.certificate)).digest())
+        object.__setattr__(self, "_not_valid_before", self.certificate.not_valid_before_utc)
+        object.__setattr__(self, "_not_valid_after", self.certificate.not_valid_after_utc)
+        object.__setattr__(self, "_subject", self.certificate.subject)
 
     @classmethod
     def create(
@@ -433,7 +525,7 @@ class CertificateAuthority:
     @property
     def key_id(self) -> bytes:
         """SHA-256 of the CA's SubjectPublicKeyInfo: the COSE ``kid`` of results it signs."""
-        return hashlib.sha256(_cert_spki(self.certificate)).digest()
+        return self._key_id
 
     @property
     def self_signed(self) -> bool:
@@ -463,7 +555,12 @@ class CertificateAuthority:
     def valid_at(self, now: datetime) -> bool:
         """Whether the CA certificate is within its validity period at *now*."""
         now = _utc(now)
-        return self.certificate.not_valid_before_utc <= now <= self.certificate.not_valid_after_utc
+        return self._not_valid_before <= now <= self._not_valid_after
+
+    @property
+    def not_valid_after(self) -> datetime:
+        """The CA certificate's ``notAfter`` (UTC): no issued certificate outlives it."""
+        return self._not_valid_after
 
     def issue(self, profile: LeafProfile) -> x509.Certificate:
         """Sign an end-entity certificate for *profile*.
@@ -478,8 +575,8 @@ class CertificateAuthority:
         """
         public_key = profile.public_key or _load_ec_public_key(profile.spki_der)
         not_before = _utc(profile.not_before)
-        not_after = min(_utc(profile.not_after), self.certificate.not_valid_after_utc)
-        if not_before < self.certificate.not_valid_before_utc - BACKDATE or not_after <= not_before:
+        not_after = min(_utc(profile.not_after), self._not_valid_after)
+        if not_before < self._not_valid_before - BACKDATE or not_after <= not_before:
             raise ConfigError(
                 "the Steward CA certificate is not valid for the requested period (expired or "
                 "not yet valid); create a new CA with `donjon steward init --force`"
@@ -489,7 +586,7 @@ class CertificateAuthority:
         builder = (
             tls_leaf_builder(
                 common_name=profile.common_name,
-                issuer=self.certificate.subject,
+                issuer=self._subject,
                 public_key=public_key,
                 not_before=not_before,
                 not_after=not_after,
@@ -505,7 +602,7 @@ class CertificateAuthority:
 
     def sign_result(self, payload: bytes) -> bytes:
         """A tagged COSE_Sign1 (ES384) over *payload*, ``kid`` = :attr:`key_id` (protected)."""
-        return sign1(self._key, payload, protected={HEADER_KID: self.key_id})
+        return sign1(self._key, payload, protected={HEADER_KID: self._key_id})
 
 
 def tls_leaf_builder(
@@ -526,28 +623,28 @@ def tls_leaf_builder(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(_LEAF_BASIC_CONSTRAINTS, critical=True)
+        .add_extension(_LEAF_KEY_USAGE, critical=True)
+        .add_extension(_LEAF_EKU, critical=False)
     )
+
+
+# Immutable extension values shared by every leaf (built once, not per certificate).
+_LEAF_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_LEAF_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+_LEAF_EKU = x509.ExtendedKeyUsage(
+    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+)
 
 
 def _load_ec_public_key(spki: bytes) -> ec.EllipticCurvePublicKey:

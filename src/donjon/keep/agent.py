@@ -33,6 +33,7 @@ in the Keep; beyond that the client is slowed down by TCP), and so is output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -82,6 +83,7 @@ from donjon.wire.frames import (
 
 if TYPE_CHECKING:
     from donjon.backends.evidence import EvidenceProvider
+    from donjon.keep.sockets import NetworkOptions
 
 # The Steward client and the registry client (httpx) and the hardware probes are imported only
 # where they are used, or by a warm agent before it has a Keep (:func:`prewarm`): a Keep started
@@ -611,8 +613,14 @@ def run_workload(
     decoder: FrameDecoder,
     frame: WorkloadFrame | PackageFrame,
     runtime: KeepRuntime,
+    identity: Identity,
 ) -> int:
     """Check and run the workload with its stdio streamed over *tls*; send its exit frame.
+
+    Its ``prot = "tls"`` sockets present the Keep's own attested identity (*identity*: the
+    certificate the client has just verified), so a peer of the workload can check the same
+    evidence; notices about its sockets (where a listener is) go to its stderr, that is, to
+    the client.
 
     Returns:
         The workload's exit code, or the error's (125 for a failure that is not the
@@ -646,7 +654,9 @@ def run_workload(
     pump.start()
     error: Error | None = None
     try:
-        code = runtime.run(module, invocation, InheritedStdio())
+        code = runtime.run(
+            module, invocation, InheritedStdio(), network=_network(invocation, identity)
+        )
     except WorkloadError as e:
         code, error = e.exit_code, e
     except Error as e:
@@ -657,6 +667,34 @@ def run_workload(
         pump.join()
     _send_exit(tls, code, error, before=pump.leftover())
     return code
+
+
+_CERT_NAMES = {
+    "steward": "the Keep's Steward-issued certificate",
+    "ra-tls": "the Keep's self-signed RA-TLS certificate",
+}
+
+
+def _network(invocation: Invocation, identity: Identity) -> NetworkOptions | None:
+    """The workload's sockets: TLS with the Keep's identity, notices on its stderr."""
+    if invocation.fds is None:
+        return None
+    from donjon.keep.sockets import NetworkOptions
+    from donjon.keep.sockets.tls import IdentityTls
+
+    tls = IdentityTls(
+        identity.key_pem,
+        identity.chain_pem,
+        description=_CERT_NAMES.get(identity.via, "the Keep's certificate"),
+    )
+    return NetworkOptions(tls=tls, on_notice=_notice_to_client)
+
+
+def _notice_to_client(text: str) -> None:
+    """A socket notice, on the workload's stderr (streamed to the client) and in the Keep's log."""
+    _logger.info("%s", text)
+    with contextlib.suppress(OSError):
+        os.write(2, f"donjon: {text}\n".encode())
 
 
 def _send_exit(
@@ -719,7 +757,7 @@ def serve(sock_path: Path, identity: Identity, runtime: KeepRuntime | None = Non
                     _logger.warning("session failed before the workload arrived: %s", e)
                     continue
                 listener.close()  # Rule 2: one workload; nobody else may connect from now on
-                return run_workload(tls, decoder, frame, runtime)
+                return run_workload(tls, decoder, frame, runtime, identity)
         return EXIT_PROTOCOL
     finally:
         listener.close()

@@ -1,5 +1,5 @@
-"""Steward over HTTP: a Starlette ASGI app around :class:`~donjon.steward.core.StewardCore`,
-and the uvicorn server that runs it.
+"""Steward over HTTP: a plain ASGI app around :class:`~donjon.steward.core.StewardCore`, and
+the uvicorn server that runs it.
 
 Endpoints (normative description: ``docs/protocol.md``)::
 
@@ -11,13 +11,19 @@ Endpoints (normative description: ``docs/protocol.md``)::
     GET  /healthz     -> 200 "ok" (503 when the CA is not valid now)
     GET  /metrics     -> 200 Prometheus text
 
+(``HEAD`` is answered wherever ``GET`` is.)
+
 Rule 1: every error body says what was wrong: CBOR ``{"error": class, "reason": text}``
 (``text/plain`` on the Enarx endpoint ``POST /``, whose clients do not read CBOR).
 Rule 2: bodies are bounded before they are read (Content-Length, then while streaming): 413.
-Rule 3: request handling runs in the event loop: it is CPU-bound and short (~2 ms of ECDSA);
-parallelism comes from worker processes (``--workers``), one per core.
+Rule 3: request handling runs in the event loop: it is CPU-bound and short (~3 ms, mostly four
+P-384 operations); parallelism comes from worker processes (``--workers``).
 Rule 4: no handler writes anything to disk; a rejected request changes nothing but the metrics
 and the nonce replay cache.
+
+Seven fixed routes need no framework: a dict from path to method to handler, and one response
+shape. Against Starlette's routing, request and response objects this saves ~70,000 instructions
+per request (``docs/performance.md``), on a path every Keep takes twice per certificate.
 """
 
 from __future__ import annotations
@@ -29,20 +35,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from donjon.errors import ConfigError, DecodeError, Error
+from donjon.steward._http import bind_sockets, http_protocol, loop_name
 from donjon.steward.config import StewardSettings
 from donjon.steward.core import Clock, StewardCore, SystemClock, status_for
 from donjon.steward.messages import CONTENT_TYPE, MAX_REQUEST_BYTES, AttestRequest, ErrorBody
 from donjon.steward.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
+from donjon.steward.nonce import SharedReplayCache
 from donjon.steward.state import init_state
 
 _logger = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ PKIPATH_CONTENT_TYPE = "application/pkix-pkipath"
 """RFC 6066 §10.1: DER ``SEQUENCE OF Certificate``, trust anchor first (what Enarx returns)."""
 DER_CERT_CONTENT_TYPE = "application/pkix-cert"
 PEM_CONTENT_TYPE = "application/x-pem-file"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 BODY_READ_SECONDS = 10.0
 """How long a client may take to send its body (seconds): a trickling client holds a worker's
@@ -60,7 +64,8 @@ connection slot, so it is cut off (408) instead of waited for."""
 GRACEFUL_SHUTDOWN_SECONDS = 10
 """How long in-flight requests may finish after SIGTERM/SIGINT before connections are closed."""
 
-_ENDPOINTS = frozenset({"/v1/nonce", "/v1/attest", "/", "/v1/ca", "/healthz", "/metrics"})
+MAX_SHOWN_PATH_CHARS = 100
+"""Longest request path quoted back in a 404/405 explanation (characters)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -77,6 +82,10 @@ class _BodyTimeoutError(Exception):
     pass
 
 
+class _DisconnectedError(Exception):
+    """The client went away before its body arrived: nothing to answer."""
+
+
 class _WrongContentTypeError(Exception):
     def __init__(self, got: str, expected: str) -> None:
         super().__init__(got)
@@ -84,28 +93,45 @@ class _WrongContentTypeError(Exception):
         self.expected = expected
 
 
-def _cbor(body: bytes, status: int = 200) -> Response:
-    return Response(
-        body, status_code=status, media_type=CONTENT_TYPE, headers={"cache-control": "no-store"}
-    )
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    content_type: str
+    body: bytes
+    no_store: bool = False
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def _error(status: int, error: str, reason: str, *, text: bool = False) -> Response:
+def _cbor(body: bytes, status: int = 200) -> _Reply:
+    return _Reply(status, CONTENT_TYPE, body, no_store=True)
+
+
+def _error(status: int, error: str, reason: str, *, text: bool = False) -> _Reply:
     if text:
-        return Response(f"{error}: {reason}\n", status_code=status, media_type="text/plain")
+        return _Reply(status, TEXT_CONTENT_TYPE, f"{error}: {reason}\n".encode())
     return _cbor(ErrorBody(error=error, reason=reason).encode(), status)
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of header *name* (lowercase bytes), or ""."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
 
 
-async def _read_body(request: Request, *, expected_type: str, limit: int, seconds: float) -> bytes:
-    got = _media_type(request)
+def _media_type(scope: Scope) -> str:
+    return _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+
+
+async def _read_body(
+    scope: Scope, receive: Receive, *, expected_type: str, limit: int, seconds: float
+) -> bytes:
+    got = _media_type(scope)
     if got != expected_type:
         raise _WrongContentTypeError(got, expected_type)
-    declared = request.headers.get("content-length")
-    if declared is not None:
+    declared = _header(scope, b"content-length")
+    if declared:
         if not declared.isdigit():
             raise DecodeError("Content-Length is not a number")
         if int(declared) > limit:
@@ -113,17 +139,25 @@ async def _read_body(request: Request, *, expected_type: str, limit: int, second
     body = bytearray()
     try:
         async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                body += chunk
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _DisconnectedError
+                body += message.get("body", b"")
                 if len(body) > limit:
                     raise _BodyTooLargeError
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise _BodyTimeoutError from None
     return bytes(body)
 
 
+Handler = Callable[[Scope, Receive], Awaitable[_Reply]]
+
+
 class StewardApp:
-    """The HTTP face of a :class:`StewardCore`.
+    """The HTTP face of a :class:`StewardCore` (an ASGI 3 application).
 
     Args:
         core: the decisions.
@@ -144,49 +178,78 @@ class StewardApp:
         self.body_read_seconds = body_read_seconds
         self.metrics = metrics or Metrics(replay_cache_size=lambda: len(core.nonces))
         self.max_body_bytes = max_body_bytes
-        self._starlette = Starlette(
-            routes=[
-                Route("/v1/nonce", self.nonce, methods=["GET"]),
-                Route("/v1/attest", self.attest, methods=["POST"]),
-                Route("/", self.enarx_attest, methods=["POST"]),
-                Route("/", self.health, methods=["GET"]),
-                Route("/v1/ca", self.ca, methods=["GET"]),
-                Route("/healthz", self.health, methods=["GET"]),
-                Route("/metrics", self.render_metrics, methods=["GET"]),
-            ],
-            exception_handlers={404: self._not_found, 405: self._not_allowed},
-        )
+        self._routes: dict[str, dict[str, Handler]] = {
+            "/v1/nonce": {"GET": self.nonce},
+            "/v1/attest": {"POST": self.attest},
+            "/": {"POST": self.enarx_attest, "GET": self.health},
+            "/v1/ca": {"GET": self.ca},
+            "/healthz": {"GET": self.health},
+            "/metrics": {"GET": self.render_metrics},
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._starlette(scope, receive, send)
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket":  # not offered: the server answers 403
+                await send({"type": "websocket.close", "code": 1008})
             return
-        path = scope.get("path", "")
-        endpoint = path if path in _ENDPOINTS else "other"
-        status = 500
         start = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        path: str = scope["path"]
+        methods = self._routes.get(path)
+        endpoint = path if methods is not None else "other"
         try:
-            await self._starlette(scope, receive, send_wrapper)
-        finally:
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+            reply = await self._dispatch(scope, receive, path, methods)
+        except _DisconnectedError:
+            self.metrics.observe_request(endpoint, 499, time.perf_counter() - start)
+            return
+        headers = [
+            (b"content-type", reply.content_type.encode("latin-1")),
+            (b"content-length", str(len(reply.body)).encode("ascii")),
+        ]
+        if reply.no_store:
+            headers.append((b"cache-control", b"no-store"))
+        headers.extend(reply.headers)
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": reply.body})
+        self.metrics.observe_request(endpoint, reply.status, time.perf_counter() - start)
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, path: str, methods: dict[str, Handler] | None
+    ) -> _Reply:
+        shown = path[:MAX_SHOWN_PATH_CHARS]
+        if methods is None:
+            return _error(404, "NotFound", f"no endpoint {shown}; see docs/protocol.md")
+        method: str = scope["method"]
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
+            reply = _error(
+                405,
+                "MethodNotAllowed",
+                f"{method[:16]} is not allowed on {shown}; see docs/protocol.md",
+            )
+            allow = (b"allow", ", ".join(allowed).encode("ascii"))
+            return _Reply(reply.status, reply.content_type, reply.body, True, (allow,))
+        try:
+            return await handler(scope, receive)
+        except _DisconnectedError:
+            raise
+        except Exception:
+            # A bug, not bad input: keep the traceback in the log, give the client a clean body.
+            _logger.exception("internal error while handling %s %s", method[:16], shown)
+            return _error(500, "InternalError", "Steward failed internally; see its log")
 
     # -- handlers ---------------------------------------------------------------------------
 
-    async def nonce(self, request: Request) -> Response:
+    async def nonce(self, scope: Scope, receive: Receive) -> _Reply:
         self.metrics.observe_nonce()
         return _cbor(self.core.nonce().encode())
 
-    async def attest(self, request: Request) -> Response:
+    async def attest(self, scope: Scope, receive: Receive) -> _Reply:
         try:
             body = await _read_body(
-                request,
+                scope,
+                receive,
                 expected_type=CONTENT_TYPE,
                 limit=self.max_body_bytes,
                 seconds=self.body_read_seconds,
@@ -194,15 +257,18 @@ class StewardApp:
             response = self.core.attest_response(AttestRequest.decode(body))
         except (_BodyTooLargeError, _BodyTimeoutError, _WrongContentTypeError, Error) as e:
             return self._rejection(e, text=False)
+        except _DisconnectedError:
+            raise
         except Exception:
             return self._internal_error(text=False)
         self.metrics.observe_verdict(accepted=True, reason="accepted")
         return _cbor(response.encode())
 
-    async def enarx_attest(self, request: Request) -> Response:
+    async def enarx_attest(self, scope: Scope, receive: Receive) -> _Reply:
         try:
             body = await _read_body(
-                request,
+                scope,
+                receive,
                 expected_type=PKCS10_CONTENT_TYPE,
                 limit=self.max_body_bytes,
                 seconds=self.body_read_seconds,
@@ -210,48 +276,33 @@ class StewardApp:
             issued = self.core.attest_pkcs10(body)
         except (_BodyTooLargeError, _BodyTimeoutError, _WrongContentTypeError, Error) as e:
             return self._rejection(e, text=True)
+        except _DisconnectedError:
+            raise
         except Exception:
             return self._internal_error(text=True)
         self.metrics.observe_verdict(accepted=True, reason="accepted")
-        return Response(
-            self.core.pkix_path(issued),
-            media_type=PKIPATH_CONTENT_TYPE,
-            headers={"cache-control": "no-store"},
-        )
+        return _Reply(200, PKIPATH_CONTENT_TYPE, self.core.pkix_path(issued), no_store=True)
 
-    async def ca(self, request: Request) -> Response:
-        accept = request.headers.get("accept", "")
-        if DER_CERT_CONTENT_TYPE in accept:
-            return Response(self.core.ca.certificate_der, media_type=DER_CERT_CONTENT_TYPE)
-        return Response(self.core.ca.certificate_pem, media_type=PEM_CONTENT_TYPE)
+    async def ca(self, scope: Scope, receive: Receive) -> _Reply:
+        if DER_CERT_CONTENT_TYPE in _header(scope, b"accept"):
+            return _Reply(200, DER_CERT_CONTENT_TYPE, self.core.ca.certificate_der)
+        return _Reply(200, PEM_CONTENT_TYPE, self.core.ca.certificate_pem)
 
-    async def health(self, request: Request) -> Response:
+    async def health(self, scope: Scope, receive: Receive) -> _Reply:
         if not self.core.ca.valid_at(self.core.clock.now()):
-            return Response("CA certificate not valid now\n", 503, media_type="text/plain")
-        return Response("ok\n", media_type="text/plain")
+            return _Reply(503, TEXT_CONTENT_TYPE, b"CA certificate not valid now\n")
+        return _Reply(200, TEXT_CONTENT_TYPE, b"ok\n")
 
-    async def render_metrics(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+    async def render_metrics(self, scope: Scope, receive: Receive) -> _Reply:
+        return _Reply(200, PROMETHEUS_CONTENT_TYPE, self.metrics.render().encode())
 
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        return _error(
-            404, "NotFound", f"no endpoint {request.url.path[:100]}; see docs/protocol.md"
-        )
-
-    async def _not_allowed(self, request: Request, exc: Exception) -> Response:
-        return _error(
-            405,
-            "MethodNotAllowed",
-            f"{request.method} is not allowed on {request.url.path[:100]}; see docs/protocol.md",
-        )
-
-    def _internal_error(self, *, text: bool) -> Response:
+    def _internal_error(self, *, text: bool) -> _Reply:
         # A bug, not bad input: keep the traceback in the log, give the client a clean body.
         _logger.exception("internal error while handling an attestation")
         self.metrics.observe_verdict(accepted=False, reason="InternalError")
         return _error(500, "InternalError", "Steward failed internally; see its log", text=text)
 
-    def _rejection(self, e: Exception, *, text: bool) -> Response:
+    def _rejection(self, e: Exception, *, text: bool) -> _Reply:
         if isinstance(e, _BodyTooLargeError):
             self.metrics.observe_verdict(accepted=False, reason="BodyTooLarge")
             return _error(
@@ -285,10 +336,11 @@ class StewardApp:
             _logger.error("request failed: %s: %s", name, e.diagnostics())
         else:
             _logger.info("rejected (%d %s): %s", status, name, e.diagnostics())
-        response = _error(status, name, e.diagnostics(), text=text)
+        reply = _error(status, name, e.diagnostics(), text=text)
         if status == 503:
-            response.headers["retry-after"] = "5"
-        return response
+            retry = ((b"retry-after", b"5"),)
+            return _Reply(reply.status, reply.content_type, reply.body, reply.no_store, retry)
+        return reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,19 +362,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     Raises:
         ConfigError: the address cannot be bound.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only then,
-    # and without it Nagle + delayed ACKs add ~40 ms to every response.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError as e:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from e
-    sock.set_inheritable(True)
-    return sock
+    return bind_sockets(host, port, 1)[0]
 
 
 def listening(sock: socket.socket, *, tls: bool) -> Listening:
@@ -332,14 +372,40 @@ def listening(sock: socket.socket, *, tls: bool) -> Listening:
     return Listening(f"{'https' if tls else 'http'}://{shown}:{port}", host, port)
 
 
-def uvicorn_server(app: ASGIApp, *, tls_cert: str | None = None, tls_key: str | None = None) -> Any:
-    """A uvicorn Server for *app* (h11, no lifespan, no access log: metrics count requests)."""
+def uvicorn_server(
+    app: ASGIApp,
+    *,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    http: str | None = None,
+    loop: str | None = None,
+) -> Any:
+    """A uvicorn Server for *app*: no lifespan, no access log (metrics count requests).
+
+    Args:
+        app: the ASGI application.
+        tls_cert, tls_key: PEM files to serve HTTPS with.
+        http: ``"h11"`` or ``"httptools"``; default: httptools when installed (head-bounded,
+            see ``donjon.steward._http``), else h11.
+        loop: ``"asyncio"`` or ``"uvloop"``; default: uvloop when installed, else asyncio.
+    """
     import uvicorn
 
+    protocol: str | type[asyncio.Protocol]
+    if http is None:
+        protocol = http_protocol()
+    elif http == "httptools":
+        protocol = http_protocol()
+        if protocol == "h11":
+            raise ConfigError("httptools is not installed; pip install httptools, or use h11")
+    elif http == "h11":
+        protocol = "h11"
+    else:
+        raise ConfigError(f"unknown HTTP implementation {http!r}; use h11 or httptools")
     config = uvicorn.Config(
         app,
-        http="h11",
-        loop="asyncio",
+        http=protocol,
+        loop=loop or loop_name(),
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -352,36 +418,29 @@ def uvicorn_server(app: ASGIApp, *, tls_cert: str | None = None, tls_key: str | 
     return uvicorn.Server(config)
 
 
-def serve(
-    settings: StewardSettings,
+def run_workers(
+    make_app: Callable[[], ASGIApp],
+    sockets: Sequence[socket.socket],
     *,
-    clock: Clock | None = None,
-    announce: Callable[[Listening], None] | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    http: str | None = None,
+    loop: str | None = None,
 ) -> None:
-    """Run Steward until SIGTERM or SIGINT, then finish in-flight requests and return.
+    """Serve ``make_app()`` on *sockets* until SIGTERM or SIGINT, then return.
 
-    Creates the CA in ``settings.state_dir`` on first start. Binds first, then calls *announce*
-    (the CLI prints ``listening on <url>``), so ``port = 0`` works. With ``workers > 1`` the
-    socket is shared by forked worker processes; each has its own replay cache and metrics.
-
-    Args:
-        settings: validated settings.
-        clock: :class:`SystemClock` unless given (the CLI never gives one).
-        announce: called once the socket listens.
+    One socket: in this process. Several (from :func:`bind_sockets`): one forked worker process
+    per socket, each with its own app (built after the fork) and event loop; this process
+    forwards SIGTERM/SIGINT to them and waits. Each worker closes the other workers' sockets and
+    this process closes them all, so a worker that dies takes its socket out of the kernel's
+    ``SO_REUSEPORT`` group instead of leaving connections queued where nobody accepts them.
+    *http* and *loop* are as for :func:`uvicorn_server`.
     """
-    clock = clock or SystemClock()
-    state = init_state(settings.state_dir, now=clock.now())
-    sock = bind_socket(settings.host, settings.port)
-    tls = settings.tls_cert is not None
-    where = listening(sock, tls=tls)
-    tls_cert = str(settings.tls_cert) if settings.tls_cert else None
-    tls_key = str(settings.tls_key) if settings.tls_key else None
 
-    def run_one() -> None:
-        core = StewardCore(
-            state.ca, settings.policy, clock=clock, cert_lifetime=settings.cert_lifetime
+    def run_one(sock: socket.socket) -> None:
+        server = uvicorn_server(
+            make_app(), tls_cert=tls_cert, tls_key=tls_key, http=http, loop=loop
         )
-        server = uvicorn_server(StewardApp(core), tls_cert=tls_cert, tls_key=tls_key)
         # uvicorn re-raises the signal it caught once it has shut down; a no-op handler turns
         # that into a clean return instead of a kill or a KeyboardInterrupt.
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -391,33 +450,88 @@ def serve(
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    if len(sockets) == 1:
+        run_one(sockets[0])
+    else:
+        _fork_workers(run_one, sockets)
+
+
+def serve(
+    settings: StewardSettings,
+    *,
+    clock: Clock | None = None,
+    announce: Callable[[Listening], None] | None = None,
+    http: str | None = None,
+    loop: str | None = None,
+) -> None:
+    """Run Steward until SIGTERM or SIGINT, then finish in-flight requests and return.
+
+    Creates the CA in ``settings.state_dir`` on first start. Binds first, then calls *announce*
+    (the CLI prints ``listening on <url>``), so ``port = 0`` works. With ``workers > 1`` each
+    forked worker accepts on its own ``SO_REUSEPORT`` socket and has its own metrics; the nonce
+    replay cache is shared by all of them (in shared memory), so a nonce is single-use on this
+    host whichever worker a request reaches.
+
+    Args:
+        settings: validated settings.
+        clock: :class:`SystemClock` unless given (the CLI never gives one).
+        announce: called once the socket listens.
+        http, loop: the HTTP parser and event loop (:func:`uvicorn_server`); by default the
+            fastest installed.
+    """
+    clock = clock or SystemClock()
+    state = init_state(settings.state_dir, now=clock.now())
+    sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    tls = settings.tls_cert is not None
+    where = listening(sockets[0], tls=tls)
+    tls_cert = str(settings.tls_cert) if settings.tls_cert else None
+    tls_key = str(settings.tls_key) if settings.tls_key else None
+    replay_cache = SharedReplayCache() if settings.workers > 1 else None
+
+    def make_app() -> StewardApp:
+        core = StewardCore(
+            state.ca,
+            settings.policy,
+            clock=clock,
+            cert_lifetime=settings.cert_lifetime,
+            replay_cache=replay_cache,
+        )
+        return StewardApp(core)
+
     if announce is not None:
         announce(where)
-    if settings.workers == 1:
-        run_one()
-    else:
-        _run_workers(run_one, settings.workers)
-    sock.close()
+    try:
+        run_workers(make_app, sockets, tls_cert=tls_cert, tls_key=tls_key, http=http, loop=loop)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def _run_workers(run_one: Callable[[], None], workers: int) -> None:
-    """Fork *workers* children that each run *run_one*; forward SIGTERM/SIGINT; reap them."""
+def _fork_workers(
+    run_one: Callable[[socket.socket], None], sockets: Sequence[socket.socket]
+) -> None:
+    """Fork one child per socket that runs *run_one* on it; forward SIGTERM/SIGINT; reap them."""
     children: list[int] = []
     # Buffered output would be written once by each child as well.
     sys.stdout.flush()
     sys.stderr.flush()
-    for _ in range(workers):
+    for mine in sockets:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                run_one()
+                for other in sockets:
+                    if other is not mine:
+                        other.close()
+                run_one(mine)
             except BaseException:
                 code = 1
             finally:
                 sys.stdout.flush()
                 os._exit(code)
         children.append(pid)
+    for sock in sockets:
+        sock.close()
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -449,7 +563,9 @@ __all__ = [
     "Listening",
     "StewardApp",
     "bind_socket",
+    "bind_sockets",
     "listening",
+    "run_workers",
     "serve",
     "uvicorn_server",
 ]

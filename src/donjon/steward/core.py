@@ -80,6 +80,7 @@ from donjon.steward.nonce import (
     NONCE_KEY_INFO,
     NonceBook,
     NonceCapacityError,
+    ReplayCache,
 )
 
 _logger = logging.getLogger(__name__)
@@ -265,8 +266,10 @@ class StewardCore:
         clock: where the time comes from (tests pin it; the CLI passes :class:`SystemClock`).
         cert_lifetime: lifetime of issued certificates.
         nonce_lifetime: lifetime of issued nonces.
-        max_tracked_nonces: replay-cache capacity.
+        max_tracked_nonces: replay-cache capacity (without *replay_cache*).
         binding: the key/nonce binding check (:data:`STRICT_BINDING` in production).
+        replay_cache: where used nonces are remembered; this process's memory unless given
+            (``serve`` gives its workers one :class:`~donjon.steward.nonce.SharedReplayCache`).
     """
 
     def __init__(
@@ -279,6 +282,7 @@ class StewardCore:
         nonce_lifetime: timedelta = DEFAULT_NONCE_LIFETIME,
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
         binding: KeyBinding = STRICT_BINDING,
+        replay_cache: ReplayCache | None = None,
     ) -> None:
         self.ca = ca
         self.policy = policy
@@ -288,6 +292,7 @@ class StewardCore:
             ca.derive_secret(NONCE_KEY_INFO),
             lifetime=nonce_lifetime,
             max_tracked=max_tracked_nonces,
+            replay_cache=replay_cache,
         )
         self._binding = binding
         # nil evidence is checked against the policy's pinned development keys, if any.
@@ -523,7 +528,7 @@ class StewardCore:
                 "the Steward CA certificate is expired or not yet valid; rotate it with "
                 "`donjon steward init --force`"
             )
-        not_after = min(not_after, self.ca.certificate.not_valid_after_utc)
+        not_after = min(not_after, self.ca.not_valid_after)
         claims = ResultClaims(
             platform=str(evidence.platform),
             measurement=evidence.measurement,
@@ -555,14 +560,15 @@ class StewardCore:
             )
         )
         result = self.ca.sign_result(payload)
-        _logger.info(
-            "issued certificate serial %x to %s (%s, workload %s, policy %s)",
-            leaf.serial_number,
-            name,
-            claims.platform,
-            workload,
-            self.policy.name,
-        )
+        if _logger.isEnabledFor(logging.INFO):  # the serial is decoded only when logged
+            _logger.info(
+                "issued certificate serial %x to %s (%s, workload %s, policy %s)",
+                leaf.serial_number,
+                name,
+                claims.platform,
+                workload,
+                self.policy.name,
+            )
         chain = (certificate_der(leaf), self._ca_der)
         return Issued(certificate=leaf, chain=chain, result=result, claims=claims, verdict=verdict)
 

@@ -123,12 +123,17 @@ def shared_ca() -> CertificateAuthority:
 
 
 @contextmanager
-def running(core: StewardCore, **app_options: Any) -> Iterator[str]:
-    """Serve *core* with real uvicorn on 127.0.0.1, port 0, in a thread; yield its URL."""
+def running(
+    core: StewardCore, *, http: str | None = None, loop: str | None = None, **app_options: Any
+) -> Iterator[str]:
+    """Serve *core* with real uvicorn on 127.0.0.1, port 0, in a thread; yield its URL.
+
+    *http* and *loop* pick the stack (default: the fastest installed, as in production).
+    """
     from donjon.steward.app import StewardApp, bind_socket, listening, uvicorn_server
 
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn_server(StewardApp(core, **app_options))
+    server = uvicorn_server(StewardApp(core, **app_options), http=http, loop=loop)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
