@@ -33,7 +33,7 @@ from donjon.attestation.result import Endorsements, Platform, VerifiedEvidence
 from donjon.backends.nil_evidence import runtime_measurement
 from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import certificate_spki, verify_issued
-from donjon.crypto.oids import DONJON_ATTESTATION_RESULT, DONJON_EVIDENCE
+from donjon.crypto.oids import DONJON_EVIDENCE
 from donjon.crypto.ratls import (
     check_validity,
     extension_bytes,
@@ -48,7 +48,7 @@ from donjon.errors import (
     PolicyError,
     VerificationError,
 )
-from donjon.steward.messages import CsrEvidence, ResultClaims
+from donjon.steward.messages import CsrEvidence, claims_of
 
 DEVELOPMENT_POLICY_TOML = """\
 name = "development"
@@ -175,24 +175,6 @@ def _verify_steward_issued(
         certificate_der=der,
         claims=claims.to_json(),
     )
-
-
-def claims_of(certificate: x509.Certificate) -> ResultClaims:
-    """The attestation-result claims inside a Steward-issued certificate.
-
-    As ``donjon.steward.client.claims_of``, without importing the Steward client's HTTP stack
-    (~90 ms on every ``donjon deploy``). Only meaningful once the chain is checked.
-
-    Raises:
-        DecodeError: no result extension, or one that does not decode.
-    """
-    try:
-        ext = certificate.extensions.get_extension_for_oid(DONJON_ATTESTATION_RESULT).value
-    except x509.ExtensionNotFound as e:
-        raise DecodeError("certificate carries no donjon attestation-result extension") from e
-    if not isinstance(ext, x509.UnrecognizedExtension):  # pragma: no cover - unknown OID
-        raise DecodeError("attestation-result extension is not raw bytes")
-    return ResultClaims.decode(ext.value)
 
 
 def _verify_ratls(

@@ -58,6 +58,7 @@ from donjon.steward.messages import (
     ErrorBody,
     NonceResponse,
     ResultClaims,
+    claims_of,
 )
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -174,23 +175,6 @@ def check_issued(
     return IssuedCertificate(
         chain=(leaf, issuer), chain_der=response.chain, result=response.result, claims=claims
     )
-
-
-def claims_of(certificate: x509.Certificate) -> ResultClaims:
-    """The attestation-result claims inside a Steward-issued certificate.
-
-    Only meaningful once the certificate's chain to a trusted Steward CA has been checked.
-
-    Raises:
-        DecodeError: no result extension, or one that does not decode.
-    """
-    try:
-        ext = certificate.extensions.get_extension_for_oid(DONJON_ATTESTATION_RESULT).value
-    except x509.ExtensionNotFound as e:
-        raise DecodeError("certificate carries no donjon attestation-result extension") from e
-    if not isinstance(ext, x509.UnrecognizedExtension):  # pragma: no cover - unknown OID
-        raise DecodeError("attestation-result extension is not raw bytes")
-    return ResultClaims.decode(ext.value)
 
 
 class StewardClient:

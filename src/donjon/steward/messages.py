@@ -34,10 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from donjon.errors import DecodeError
 from donjon.wire.cbor import decode, encode
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 PROTOCOL_VERSION = 1
 """The Steward protocol version this module speaks (the ``"v"`` field and the ``/v1`` prefix)."""
@@ -432,6 +435,27 @@ class CsrEvidence:
         return msg
 
 
+def claims_of(certificate: x509.Certificate) -> ResultClaims:
+    """The attestation-result claims inside a Steward-issued certificate.
+
+    Only meaningful once the certificate's chain to a trusted Steward CA has been checked.
+
+    Raises:
+        DecodeError: no result extension, or one that does not decode.
+    """
+    from cryptography import x509
+
+    from donjon.crypto.oids import DONJON_ATTESTATION_RESULT
+
+    try:
+        ext = certificate.extensions.get_extension_for_oid(DONJON_ATTESTATION_RESULT).value
+    except x509.ExtensionNotFound as e:
+        raise DecodeError("certificate carries no donjon attestation-result extension") from e
+    if not isinstance(ext, x509.UnrecognizedExtension):  # pragma: no cover - unknown OID
+        raise DecodeError("attestation-result extension is not raw bytes")
+    return ResultClaims.decode(ext.value)
+
+
 __all__ = [
     "CONTENT_TYPE",
     "MAX_CLIENT_NONCE_BYTES",
@@ -445,4 +469,5 @@ __all__ = [
     "ErrorBody",
     "NonceResponse",
     "ResultClaims",
+    "claims_of",
 ]
