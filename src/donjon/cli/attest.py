@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -26,14 +26,15 @@ from donjon.attestation.inputs import InputError, load_endorsements, load_eviden
 from donjon.attestation.policy import Policy, evaluate
 from donjon.attestation.result import Platform, VerifiedEvidence
 from donjon.attestation.verdict import Verdict, failure_to_json
-from donjon.crypto.binding import MAX_NONCE_BYTES
-from donjon.errors import ConfigError, Error, VerificationError
-
-EXIT_ACCEPTED = 0
-EXIT_REJECTED = 1
-EXIT_UNUSABLE = 2
-
-_PLATFORMS = [str(p) for p in Platform]
+from donjon.cli._evidenceopts import (
+    EXIT_ACCEPTED,
+    EXIT_REJECTED,
+    evidence_options,
+    parse_at,
+    parse_hex,
+    unusable,
+)
+from donjon.errors import ConfigError, VerificationError
 
 
 @click.group("attest")
@@ -42,35 +43,7 @@ def attest() -> None:
 
 
 @attest.command("verify")
-@click.option(
-    "--platform",
-    "platform_name",
-    required=True,
-    type=click.Choice(_PLATFORMS),
-    help="The evidence format.",
-)
-@click.option(
-    "--evidence",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Evidence file: raw bytes, hex text or base64 text (detected).",
-)
-@click.option(
-    "--cert",
-    "certs",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Certificate(s) as DER or PEM (several per file), or a key as PEM or JWK JSON "
-    "(Arm CPAK). Repeatable.",
-)
-@click.option(
-    "--collateral",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Collateral: Intel TCB info / QE identity JSON, dcap-qvl collateral JSON, CRLs "
-    "(DER or PEM). Repeatable.",
-)
-@click.option("--at", "at", metavar="ISO-8601", help="Verify as of this time (default: now).")
+@evidence_options(at_help="Verify as of this time (default: now).")
 @click.option(
     "--nonce",
     metavar="HEX",
@@ -111,14 +84,14 @@ def verify(
     verbose = bool((ctx.obj or {}).get("verbose", 0))
     try:
         platform = parse_platform(platform_name)
-        now = _parse_at(at) if at is not None else datetime.now(UTC)
-        nonce_bytes = _parse_hex(nonce, "--nonce") if nonce is not None else None
-        expected = _parse_hex(report_data, "--report-data") if report_data is not None else None
+        now = parse_at(at)
+        nonce_bytes = parse_hex(nonce, "--nonce")
+        expected = parse_hex(report_data, "--report-data")
         policy = Policy.named(policy_name)
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
-        _unusable(e)
+        unusable(e)
 
     try:
         verified = verify_evidence(platform, decoded.data, endorsements=endorsements, now=now)
@@ -126,7 +99,7 @@ def verify(
         _print_failure(platform, e, policy, now, as_json=as_json)
         raise click.exceptions.Exit(EXIT_REJECTED) from e
     except (UnsupportedPlatformError, ConfigError) as e:
-        _unusable(e)
+        unusable(e)
 
     verdict = evaluate(policy, verified, nonce=nonce_bytes, expected_report_data=expected)
     if as_json:
@@ -139,35 +112,6 @@ def verify(
             err=True,
         )
     raise click.exceptions.Exit(EXIT_ACCEPTED if verdict.accepted else EXIT_REJECTED)
-
-
-def _parse_at(value: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InputError(
-            f"--at {value!r} is not an ISO-8601 time; write e.g. 2025-09-01T00:00:00Z"
-        ) from None
-    # A time without a zone is taken as UTC, the zone every verify_time in donjon uses.
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _parse_hex(value: str, option: str) -> bytes:
-    text = value.strip().removeprefix("0x").removeprefix("0X")
-    try:
-        data = bytes.fromhex(text)
-    except ValueError:
-        raise InputError(f"{option} {value!r} is not hex (an even number of 0-9a-f)") from None
-    if not data:
-        raise InputError(f"{option} is empty; give at least one byte as hex")
-    if len(data) > MAX_NONCE_BYTES:
-        raise InputError(f"{option} is {len(data)} bytes; at most {MAX_NONCE_BYTES} are accepted")
-    return data
-
-
-def _unusable(error: Error) -> NoReturn:
-    click.echo(f"donjon: error: {error.diagnostics()}", err=True)
-    raise click.exceptions.Exit(EXIT_UNUSABLE)
 
 
 def _print_failure(

@@ -34,7 +34,15 @@ from donjon.attestation.inputs import InputError, load_endorsements, load_eviden
 from donjon.attestation.nil import NilVerifier
 from donjon.attestation.policy import evaluate
 from donjon.attestation.result import Platform
-from donjon.crypto.binding import MAX_NONCE_BYTES, report_data_for
+from donjon.cli._evidenceopts import (
+    EXIT_ACCEPTED,
+    EXIT_REJECTED,
+    evidence_options,
+    parse_at,
+    parse_hex,
+    unusable,
+)
+from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import MAX_CSR_BYTES, CertificateRequest, parse_csr
 from donjon.errors import ConfigError, DecodeError, Error, SignatureError, VerificationError
 from donjon.steward.app import Listening, serve
@@ -48,12 +56,6 @@ from donjon.steward.config import (
 )
 from donjon.steward.core import workload_identity
 from donjon.steward.state import init_state
-
-EXIT_ACCEPTED = 0
-EXIT_REJECTED = 1
-EXIT_UNUSABLE = 2
-
-_PLATFORMS = [str(p) for p in Platform]
 
 
 @click.group("steward")
@@ -157,27 +159,7 @@ def policy_group() -> None:
 
 @policy_group.command("check")
 @click.argument("policy_name", metavar="POLICY")
-@click.option("--platform", "platform_name", required=True, type=click.Choice(_PLATFORMS))
-@click.option(
-    "--evidence",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Evidence file: raw bytes, hex or base64 text.",
-)
-@click.option(
-    "--cert",
-    "certs",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Certificate(s) or key the verifier needs (DER, PEM, JWK). Repeatable.",
-)
-@click.option(
-    "--collateral",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Collateral: Intel TCB info / QE identity, CRLs. Repeatable.",
-)
-@click.option("--at", "at", metavar="ISO-8601", help="Decide as of this time (default: now).")
+@evidence_options(at_help="Decide as of this time (default: now).")
 @click.option(
     "--nonce",
     metavar="HEX",
@@ -215,18 +197,16 @@ def policy_check(
     try:
         policy = StewardPolicy.named(policy_name)
         platform = parse_platform(platform_name)
-        now = _parse_at(at) if at is not None else datetime.now(UTC)
-        nonce_bytes = _parse_hex(nonce, "--nonce") if nonce is not None else None
-        client_bytes = (
-            _parse_hex(client_nonce, "--client-nonce") if client_nonce is not None else None
-        )
+        now = parse_at(at)
+        nonce_bytes = parse_hex(nonce, "--nonce")
+        client_bytes = parse_hex(client_nonce, "--client-nonce")
         if client_bytes is not None and (nonce_bytes is None or csr is None):
             raise InputError("--client-nonce needs --csr and --nonce")
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
         csr_data = _read_csr(csr) if csr is not None else None
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
-        _unusable(e)
+        unusable(e)
 
     steps: list[dict[str, Any]] = [
         _step("policy", True, f"'{policy.name}' sha256:{policy.digest.hex()}"),
@@ -236,7 +216,7 @@ def policy_check(
         try:
             request = parse_csr(csr_data)
         except DecodeError as e:
-            _unusable(e)
+            unusable(e)
         except SignatureError as e:
             steps.append(_step("csr", False, e.diagnostics()))
             _finish(policy.name, steps, as_json=as_json)
@@ -257,7 +237,7 @@ def policy_check(
         steps.append(_step("evidence", False, detail))
         _finish(policy.name, steps, as_json=as_json)
     except (UnsupportedPlatformError, ConfigError) as e:
-        _unusable(e)
+        unusable(e)
     steps.append(_step("evidence", True, f"{platform} evidence is authentic at {now.isoformat()}"))
 
     expected = None
@@ -344,31 +324,6 @@ def _read_csr(path: Path) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         raise InputError(f"CSR file {path} is PEM; give the DER form (openssl req -outform DER)")
     return data
-
-
-def _parse_at(value: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InputError(
-            f"--at {value!r} is not an ISO-8601 time; write e.g. 2025-09-01T00:00:00Z"
-        ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _parse_hex(value: str, option: str) -> bytes:
-    try:
-        data = bytes.fromhex(value.strip().removeprefix("0x"))
-    except ValueError:
-        raise InputError(f"{option} {value!r} is not hex") from None
-    if not data or len(data) > MAX_NONCE_BYTES:
-        raise InputError(f"{option} must be 1 to {MAX_NONCE_BYTES} bytes")
-    return data
-
-
-def _unusable(error: Error) -> NoReturn:
-    click.echo(f"donjon: error: {error.diagnostics()}", err=True)
-    raise click.exceptions.Exit(EXIT_UNUSABLE)
 
 
 __all__ = ["steward"]
