@@ -17,184 +17,36 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from donjon.keep.config import parse_config
 from donjon.keep.errors import DeadlineError
-from donjon.keep.executor import CapturedStdio, KeepRuntime, StreamingStdio
+from donjon.keep.executor import CapturedStdio, StreamingStdio
 from donjon.keep.plan import Invocation
 from donjon.keep.sockets import (
-    ListenerInfo,
-    NetworkOptions,
     PeerVerificationError,
     RunStoppedError,
     SocketLimits,
     SocketSetupError,
-    StopSignal,
-    UnsafeEphemeralTls,
+)
+from tests.integration.socket_support import (
+    DONJON,
+    STDIO,
+    Keeps,
+    echo_round_trip,
+    listen,
+    read_stderr_until,
+    recv_until_eof,
+    tls_connect,
 )
 from tests.unit.keep.sockets._pki import TestCA, client_ctx, server_ctx
 from tests.unit.keep.sockets.guest import SCRATCH, fd_sub, iovec, load_u32, results, script
 
 pytestmark = pytest.mark.integration
-
-STDIO = '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
-DONJON = Path(sys.executable).with_name("donjon")
-
-
-def listen(prot: str = "tls", name: str = "listen", extra: str = "") -> str:
-    return (
-        f'[[files]]\nkind = "listen"\nname = "{name}"\nprot = "{prot}"\n'
-        f'addr = "127.0.0.1"\nport = 0\n{extra}'
-    )
-
-
-@pytest.fixture(scope="module")
-def runtime() -> Iterator[KeepRuntime]:
-    with KeepRuntime() as rt:
-        yield rt
-
-
-@pytest.fixture(scope="module")
-def keep_tls() -> UnsafeEphemeralTls:
-    return UnsafeEphemeralTls.generate(now=datetime.now(UTC))
-
-
-@dataclass
-class Keep:
-    """A workload running in a thread of this process."""
-
-    thread: threading.Thread
-    stop: StopSignal
-    stdio: CapturedStdio | StreamingStdio
-    listeners: dict[str, ListenerInfo] = field(default_factory=dict)
-    notices: list[str] = field(default_factory=list)
-    result: dict[str, object] = field(default_factory=dict)
-
-    def port(self, name: str = "listen") -> int:
-        return self.listeners[name].port
-
-    def wait(self, timeout: float = 60.0) -> int:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the workload did not end"
-        error = self.result.get("error")
-        if isinstance(error, BaseException):
-            raise error
-        code = self.result["code"]
-        assert isinstance(code, int)
-        return code
-
-
-class Keeps:
-    def __init__(self, runtime: KeepRuntime, examples: Path, tls: UnsafeEphemeralTls) -> None:
-        self._runtime = runtime
-        self._examples = examples
-        self.tls = tls
-        self.started: list[Keep] = []
-
-    def start(
-        self,
-        wasm: str | bytes,
-        config: str,
-        *,
-        args: tuple[str, ...] = (),
-        stdio: CapturedStdio | StreamingStdio | None = None,
-        limits: SocketLimits | None = None,
-        tls: bool = True,
-        wait_listening: bool = True,
-    ) -> Keep:
-        if isinstance(wasm, str):
-            name, data = wasm, (self._examples / wasm).read_bytes()
-        else:
-            name, data = "guest.wasm", wasm
-        parsed = parse_config(config)
-        module = self._runtime.load(data, name=name, deadline=parsed.limits.timeout_s is not None)
-        invocation = Invocation.from_config(parsed, program=name, args=args)
-        keep = Keep(threading.Thread(target=lambda: None), StopSignal(), stdio or CapturedStdio())
-        listening = threading.Event()
-        expected = sum(1 for _, spec in invocation.sockets if spec.kind.value == "listen")
-
-        def on_listen(info: ListenerInfo) -> None:
-            keep.listeners[info.name] = info
-            if len(keep.listeners) == expected:
-                listening.set()
-
-        options = NetworkOptions(
-            tls=self.tls if tls else None,
-            limits=limits or SocketLimits(),
-            stop=keep.stop,
-            on_listen=on_listen,
-            on_notice=keep.notices.append,
-        )
-
-        def target() -> None:
-            try:
-                keep.result["code"] = self._runtime.run(
-                    module, invocation, keep.stdio, network=options
-                )
-            except BaseException as e:
-                keep.result["error"] = e
-            finally:
-                listening.set()
-
-        keep.thread = threading.Thread(target=target, daemon=True)
-        keep.thread.start()
-        self.started.append(keep)
-        if wait_listening and expected:
-            assert listening.wait(30)
-            if "error" in keep.result:
-                keep.wait()
-        return keep
-
-
-@pytest.fixture
-def keeps(
-    runtime: KeepRuntime, examples_dir: Path, keep_tls: UnsafeEphemeralTls
-) -> Iterator[Keeps]:
-    pool = Keeps(runtime, examples_dir, keep_tls)
-    yield pool
-    for keep in pool.started:
-        keep.stop.set()
-        keep.thread.join(10)
-
-
-def tls_connect(port: int, tls: UnsafeEphemeralTls, *, timeout: float = 20) -> ssl.SSLSocket:
-    ctx = client_ctx(tls.certificate_pem)
-    return ctx.wrap_socket(
-        socket.create_connection(("127.0.0.1", port), timeout=timeout), server_hostname="localhost"
-    )
-
-
-def recv_until_eof(sock: socket.socket) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-
-
-def echo_round_trip(sock: socket.socket, data: bytes, chunk: int = 64 * 1024) -> bytes:
-    """Send ``data`` in chunks, reading each chunk's echo before the next (lock-step: one
-    thread, because an SSL object must not be read and written from two threads at once)."""
-    got = bytearray()
-    for start in range(0, len(data), chunk):
-        part = data[start : start + chunk]
-        sock.sendall(part)
-        want = start + len(part)
-        while len(got) < want:
-            piece = sock.recv(65536)
-            assert piece, "the echo ended early"
-            got += piece
-    return bytes(got)
 
 
 # -- TLS echo, HTTP ---------------------------------------------------------------------------
@@ -802,20 +654,6 @@ def test_the_host_relays_only_ciphertext(keeps: Keeps) -> None:
 # -- donjon run ------------------------------------------------------------------------------
 
 
-def _read_stderr_until(proc: subprocess.Popen[bytes], pattern: bytes, timeout: float) -> bytes:
-    assert proc.stderr is not None
-    seen = b""
-    end = time.monotonic() + timeout
-    while not re.search(pattern, seen):
-        assert time.monotonic() < end, seen.decode(errors="replace")
-        ready, _, _ = select.select([proc.stderr], [], [], 1)
-        if ready:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            assert chunk, seen.decode(errors="replace")
-            seen += chunk
-    return seen
-
-
 @pytest.fixture
 def run_env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "DONJON_CACHE_DIR": str(tmp_path / "cache")}
@@ -832,7 +670,7 @@ def test_donjon_run_serves_tls_and_prints_the_fingerprint_to_pin(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=run_env,
     )  # fmt: skip
     try:
-        seen = _read_stderr_until(proc, rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)", 60)
+        seen = read_stderr_until(proc, rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)", 60)
         port = int(re.search(rb"listening on 127\.0\.0\.1:(\d+)", seen).group(1))  # type: ignore[union-attr]
         pinned = re.search(rb"SHA-256 ([0-9A-F:]{95})", seen)
         assert pinned is not None, seen

@@ -7,6 +7,7 @@ Commands parse, call :mod:`donjon.keep.config`, and render. Errors are donjon er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -118,6 +119,8 @@ def _socket_text(spec: FileSpec) -> str:
     if spec.kind is FileKind.LISTEN:
         where = f"listen on {_endpoint(spec.addr or '', spec.port or 0)}"
         extra = ", clients must present a certificate (mTLS)" if spec.client_ca else ""
+        if spec.max_connections is not None:
+            extra += f", at most {spec.max_connections} connections at once"
     else:
         where = f"connect to {_endpoint(spec.host or '', spec.port or 0)}"
         extra = ", server checked against configured anchors" if spec.server_ca else ""
@@ -146,6 +149,8 @@ def _summary_text(cfg: WorkloadConfig) -> str:
     memory = f"{cfg.limits.memory_mib} MiB" if cfg.limits.memory_mib is not None else "no cap"
     timeout = f"{cfg.limits.timeout_s:g} s" if cfg.limits.timeout_s is not None else "none"
     lines.append(f"  limits:  memory {memory}, deadline {timeout}")
+    network = ", ".join(f"{key} {value:g}" for key, value in cfg.network.to_dict().items())
+    lines.append(f"  network: {network or '(runtime defaults)'}")
     return "\n".join(lines)
 
 
@@ -169,6 +174,7 @@ def _summary_json(cfg: WorkloadConfig) -> dict[str, Any]:
         "fd_environment": dict(cfg.fd_environment()),
         "dirs": [{"guest": d.guest, "host": str(d.host), "writable": d.writable} for d in cfg.dirs],
         "limits": {"memory_mib": cfg.limits.memory_mib, "timeout_s": cfg.limits.timeout_s},
+        "network": {f.name: getattr(cfg.network, f.name) for f in dataclasses.fields(cfg.network)},
     }
 
 

@@ -2,8 +2,8 @@
 
 A workload gets exactly what its config grants: arguments, environment variables, the file
 descriptors listed in ``[[files]]`` (stdio, ``/dev/null``, listen and connect sockets), the host
-directories listed in ``[[dirs]]``, and the ``[limits]`` it runs under. ``docs/workload-config.md``
-documents every key.
+directories listed in ``[[dirs]]``, the ``[limits]`` it runs under and the ``[network]`` limits of
+its sockets. ``docs/workload-config.md`` documents every key.
 
 Rule 1: parsing is pure. :func:`parse_config` and :meth:`WorkloadConfig.from_dict` read no files
 and no clock; only :func:`load_config` touches the filesystem (to read the file and to check that
@@ -45,25 +45,32 @@ __all__ = [
     "DEFAULT_ARGV0",
     "DEFAULT_LISTEN_ADDR",
     "DEFAULT_PORT",
+    "KIB",
     "MAX_ARGS",
+    "MAX_BUFFER_KIB",
     "MAX_CONFIG_BYTES",
     "MAX_DIRS",
     "MAX_ENV_NAME_BYTES",
     "MAX_ENV_VARS",
     "MAX_FILES",
+    "MAX_HANDSHAKES_IN_PROGRESS",
     "MAX_HOST_BYTES",
+    "MAX_LISTENER_CONNECTIONS",
     "MAX_MEMORY_MIB",
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_PEM_BYTES",
+    "MAX_SOCKET_TIMEOUT_S",
     "MAX_STRING_BYTES",
     "MAX_TIMEOUT_S",
     "MAX_URL_BYTES",
+    "MIN_BUFFER_KIB",
     "ConfigFileError",
     "DirSpec",
     "FileKind",
     "FileSpec",
     "Limits",
+    "NetworkLimits",
     "Protocol",
     "WorkloadConfig",
     "config_template",
@@ -88,6 +95,15 @@ MAX_PEM_BYTES = 256 * 1024  # bytes of inline PEM trust anchors: a full public C
 # wasm32 addresses at most 65536 pages of 64 KiB = 4 GiB of linear memory (Wasm core spec §2.3.8).
 MAX_MEMORY_MIB = 4096  # MiB
 MAX_TIMEOUT_S = 365 * 24 * 3600.0  # seconds; a longer deadline is a typo, not a limit
+# Socket limits ([network] and a listener's max_connections). The runtime's defaults are in
+# donjon.keep.sockets.network (256 connections, 64 handshakes, 10/10/60 s, 256 KiB); these
+# bounds only refuse values that are typos or that would undo the protection the limit gives.
+MAX_LISTENER_CONNECTIONS = 65536  # connections; each holds an fd and two kernel buffers
+MAX_HANDSHAKES_IN_PROGRESS = 4096  # TLS handshakes per listener; each holds TLS state
+MAX_SOCKET_TIMEOUT_S = 3600.0  # seconds; a peer given longer is a slowloris given free rein
+KIB = 1024  # bytes in a KiB
+MIN_BUFFER_KIB = 4  # KiB; the runtime refuses smaller socket buffers (one page)
+MAX_BUFFER_KIB = 16 * 1024  # KiB per buffer (16 MiB); Linux caps it at net.core.[rw]mem_max
 
 DEFAULT_PORT = 443  # Enarx's default for listen and connect, whatever the protocol
 DEFAULT_LISTEN_ADDR = "::"  # Enarx's default: every IPv6 (and, dual-stack, IPv4) address
@@ -167,6 +183,8 @@ class FileSpec:
             client must present a certificate that chains to one of them (mutual TLS).
         server_ca: connect with TLS only (donjon extension): PEM trust anchors that the server's
             certificate must chain to, instead of the runtime's default anchors.
+        max_connections: listen only (donjon extension): connections this listener has open
+            at once (1..65536); ``None``: ``[network] max_connections``, else the runtime's.
     """
 
     kind: FileKind
@@ -177,6 +195,7 @@ class FileSpec:
     port: int | None = None
     client_ca: str | None = None
     server_ca: str | None = None
+    max_connections: int | None = None
 
     @property
     def is_socket(self) -> bool:
@@ -189,7 +208,7 @@ class FileSpec:
         out: dict[str, Any] = {"kind": self.kind.value, "name": self.name}
         if self.prot is not None:
             out["prot"] = self.prot.value
-        for key in ("addr", "host", "port", "client_ca", "server_ca"):
+        for key in ("addr", "host", "port", "client_ca", "server_ca", "max_connections"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -239,6 +258,38 @@ class Limits:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkLimits:
+    """Limits on every socket of one run (donjon extension: ``[network]``).
+
+    Each ``None`` leaves the runtime's value (``donjon.keep.sockets.SocketLimits``: the
+    caller's, or the defaults) in place; a value set here overrides it for this run.
+
+    Attributes:
+        max_connections: connections one listener has open at once (1..65536), for listeners
+            without their own ``max_connections``.
+        max_pending_handshakes: TLS handshakes in progress per listener (1..4096); a new
+            connection beyond it evicts the oldest.
+        handshake_timeout_s: seconds a peer has to finish its TLS handshake (> 0, ≤ 3600).
+        connect_timeout_s: seconds a ``connect`` entry has to connect and finish its TLS
+            handshake (> 0, ≤ 3600).
+        send_stall_timeout_s: seconds a blocking send may make no progress (a peer that never
+            reads) before it returns what it sent, or ``ETIMEDOUT`` (> 0, ≤ 3600).
+        buffer_kib: SO_SNDBUF and SO_RCVBUF of each connection, in KiB (4..16384).
+    """
+
+    max_connections: int | None = None
+    max_pending_handshakes: int | None = None
+    handshake_timeout_s: float | None = None
+    connect_timeout_s: float | None = None
+    send_stall_timeout_s: float | None = None
+    buffer_kib: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: only the limits that are set."""
+        return {key: getattr(self, key) for key in _NETWORK_KEYS if getattr(self, key) is not None}
+
+
 _DEFAULT_STDIO = (
     FileSpec(FileKind.STDIN, "stdin"),
     FileSpec(FileKind.STDOUT, "stdout"),
@@ -260,6 +311,7 @@ class WorkloadConfig:
             An explicit ``files = []`` means no fds at all.
         dirs: pre-opened host directories.
         limits: resource limits.
+        network: limits on the workload's sockets.
         source: the config's file name, for messages.
     """
 
@@ -269,6 +321,7 @@ class WorkloadConfig:
     files: tuple[FileSpec, ...] | None = None
     dirs: tuple[DirSpec, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    network: NetworkLimits = field(default_factory=NetworkLimits)
     source: str | None = None
 
     def effective_files(self) -> tuple[FileSpec, ...]:
@@ -295,7 +348,9 @@ class WorkloadConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data made of str, int, float, bool, list and dict (for CBOR transport).
 
-        Omits what is unset; ``files`` is present only when the config had ``[[files]]``.
+        Omits what is unset; ``files`` is present only when the config had ``[[files]]``, and
+        ``network`` only when a ``[network]`` limit is set (so such configs still reach a Keep
+        whose donjon predates ``[network]``).
         """
         out: dict[str, Any] = {
             "version": CONFIG_DICT_VERSION,
@@ -308,6 +363,9 @@ class WorkloadConfig:
         }
         if self.steward is not None:
             out["steward"] = self.steward
+        network = self.network.to_dict()
+        if network:
+            out["network"] = network
         if self.files is not None:
             out["files"] = [f.to_dict() for f in self.files]
         if self.source is not None:
@@ -442,19 +500,27 @@ class _Where:
         return ConfigFileError(self.file, line, _field_name(path) or None, problem)
 
 
-_TOP_KEYS = ("args", "env", "steward", "files", "dirs", "limits")
+_TOP_KEYS = ("args", "env", "steward", "files", "dirs", "limits", "network")
 _DICT_KEYS = ("version", *_TOP_KEYS, "source")
 _KIND_KEYS: dict[FileKind, tuple[str, ...]] = {
     FileKind.NULL: ("kind", "name"),
     FileKind.STDIN: ("kind", "name"),
     FileKind.STDOUT: ("kind", "name"),
     FileKind.STDERR: ("kind", "name"),
-    FileKind.LISTEN: ("kind", "name", "prot", "addr", "port", "client_ca"),
+    FileKind.LISTEN: ("kind", "name", "prot", "addr", "port", "client_ca", "max_connections"),
     FileKind.CONNECT: ("kind", "name", "prot", "host", "port", "server_ca"),
 }
 _FILE_KEYS = tuple(dict.fromkeys(k for keys in _KIND_KEYS.values() for k in keys))
 _DIR_KEYS = ("host", "guest", "writable")
 _LIMIT_KEYS = ("memory_mib", "timeout_s")
+_NETWORK_KEYS = (
+    "max_connections",
+    "max_pending_handshakes",
+    "handshake_timeout_s",
+    "connect_timeout_s",
+    "send_stall_timeout_s",
+    "buffer_kib",
+)
 
 
 def _parse(text: str, source: str, base_dir: Path | None) -> tuple[WorkloadConfig, LineMap]:
@@ -502,6 +568,7 @@ def _build(
     files = _files(where, data["files"]) if "files" in data else None
     dirs = _dirs(where, data["dirs"], base_dir) if "dirs" in data else ()
     limits = _limits(where, data["limits"]) if "limits" in data else Limits()
+    network = _network(where, data["network"]) if "network" in data else NetworkLimits()
     source = data.get("source") if env_as_pairs else where.file
     return WorkloadConfig(
         args=args,
@@ -510,6 +577,7 @@ def _build(
         files=files,
         dirs=dirs,
         limits=limits,
+        network=network,
         source=source if isinstance(source, str) else None,
     )
 
@@ -667,7 +735,20 @@ def _file_spec(where: _Where, path: KeyPath, value: Any) -> FileSpec:
             )
         addr = _ip_address(where, (*path, "addr"), value.get("addr", DEFAULT_LISTEN_ADDR))
         client_ca = _trust_anchors(where, path, "client_ca", value, prot, "authenticate clients")
-        return FileSpec(kind, name, prot=prot, addr=addr, port=port, client_ca=client_ca)
+        max_connections = (
+            _connections(where, (*path, "max_connections"), value["max_connections"])
+            if "max_connections" in value
+            else None
+        )
+        return FileSpec(
+            kind,
+            name,
+            prot=prot,
+            addr=addr,
+            port=port,
+            client_ca=client_ca,
+            max_connections=max_connections,
+        )
 
     if "host" not in value:
         raise where.error(
@@ -864,6 +945,77 @@ def _limits(where: _Where, value: Any) -> Limits:
             )
         timeout_s = seconds
     return Limits(memory_mib=memory_mib, timeout_s=timeout_s)
+
+
+def _network(where: _Where, value: Any) -> NetworkLimits:
+    path: KeyPath = ("network",)
+    if not isinstance(value, dict):
+        raise where.error(path, f"must be a table ([network]), got {_type_name(value)}")
+    _reject_unknown(where, path, value, _NETWORK_KEYS)
+    found: dict[str, Any] = {}
+    for key, item in value.items():  # in file order, so the first bad line is reported
+        key_path: KeyPath = (*path, key)
+        if key == "max_connections":
+            found[key] = _connections(where, key_path, item)
+        elif key == "max_pending_handshakes":
+            found[key] = _bounded_int(
+                where,
+                key_path,
+                item,
+                1,
+                MAX_HANDSHAKES_IN_PROGRESS,
+                "handshakes",
+                "TLS handshakes in progress per listener",
+            )
+        elif key == "buffer_kib":
+            found[key] = _bounded_int(
+                where,
+                key_path,
+                item,
+                MIN_BUFFER_KIB,
+                MAX_BUFFER_KIB,
+                "KiB",
+                f"KiB per socket buffer: {MIN_BUFFER_KIB} KiB to {MAX_BUFFER_KIB // KIB} MiB",
+            )
+        else:  # handshake_timeout_s, connect_timeout_s, send_stall_timeout_s
+            found[key] = _socket_seconds(where, key_path, item)
+    return NetworkLimits(**found)
+
+
+def _connections(where: _Where, path: KeyPath, value: Any) -> int:
+    return _bounded_int(
+        where,
+        path,
+        value,
+        1,
+        MAX_LISTENER_CONNECTIONS,
+        "connections",
+        "connections open at once per listener",
+    )
+
+
+def _bounded_int(
+    where: _Where, path: KeyPath, value: Any, low: int, high: int, unit: str, hint: str
+) -> int:
+    # TOML's true is a Python int; a limit of "true" is a mistake, not 1.
+    if type(value) is not int:
+        raise where.error(path, f"must be an integer number of {unit}, got {_type_name(value)}")
+    if not low <= value <= high:
+        raise where.error(path, f"{value} is out of range; use {low}..{high} ({hint})")
+    return value
+
+
+def _socket_seconds(where: _Where, path: KeyPath, value: Any) -> float:
+    if type(value) not in (int, float):
+        raise where.error(path, f"must be a number of seconds, got {_type_name(value)}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_SOCKET_TIMEOUT_S:
+        raise where.error(
+            path,
+            f"{value} is out of range; use a number of seconds > 0 and at most "
+            f"{MAX_SOCKET_TIMEOUT_S:.0f} (one hour)",
+        )
+    return seconds
 
 
 def _check_host_dir(where: _Where, path: KeyPath, host: Path) -> None:

@@ -48,7 +48,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -495,6 +495,8 @@ class KeepRuntime:
             stdio: where the caller's stdin, stdout and stderr streams go.
             network: how ``listen``/``connect`` entries are provided (the Keep's TLS identity,
                 limits, a stop signal, notices); the defaults serve plaintext sockets only.
+                The config's socket limits (``invocation.network``, a listener's own
+                ``max_connections``) override ``network.limits`` for this run.
 
         Returns:
             The workload's exit code (0..125).
@@ -519,7 +521,11 @@ class KeepRuntime:
             from donjon.keep.sockets.network import NetworkOptions
             from donjon.keep.sockets.session import SocketSession
 
-            session = SocketSession.open(invocation, network or NetworkOptions())
+            options = network or NetworkOptions()
+            limits = invocation.socket_limits(options.limits)
+            if limits is not options.limits:
+                options = replace(options, limits=limits)
+            session = SocketSession.open(invocation, options)
         try:
             return self._run(state, module, invocation, stdio, session)
         finally:

@@ -1,9 +1,9 @@
 """What one run of a workload is granted, worked out from its config: pure, no wasmtime.
 
 :class:`Invocation` is the complete list of what the executor gives a workload: argv, the
-environment, what fds 0–2 are, pre-opened directories and limits. It is built only from the
-:class:`~donjon.keep.config.WorkloadConfig` and the command-line arguments, never from the host
-process's environment or files.
+environment, what fds 0–2 are, pre-opened directories, limits and the limits of its sockets.
+It is built only from the :class:`~donjon.keep.config.WorkloadConfig` and the command-line
+arguments, never from the host process's environment or files.
 
 Rule 1: nothing ambient. The environment is exactly ``FD_COUNT``, ``FD_NAMES`` and the config's
 ``[env]``; argv is the module's name, the config's ``args``, then the caller's arguments.
@@ -27,10 +27,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from donjon.keep.config import FileKind, FileSpec, Protocol, WorkloadConfig
+from donjon.keep.config import KIB, FileKind, FileSpec, NetworkLimits, Protocol, WorkloadConfig
+
+if TYPE_CHECKING:
+    # Only the type: a run without sockets must not load the socket layer (ssl, threads).
+    from donjon.keep.sockets.network import SocketLimits
 
 __all__ = ["MIB", "Invocation", "Preopen", "format_mib"]
 
@@ -76,6 +81,9 @@ class Invocation:
             index), or ``None`` when wasmtime does (fds 0-2 as :attr:`stdio`, pre-opens
             from 3). With it, :attr:`stdio` says which of the caller's streams wasmtime's own
             fds 0, 1 and 2 carry (``STDIN``/``STDOUT``/``STDERR``, or ``NULL`` when unused).
+            A listen entry's own ``max_connections`` travels here, on its :class:`FileSpec`.
+        network: the config's ``[network]`` limits, put over the caller's socket limits by
+            :meth:`socket_limits`.
     """
 
     argv: tuple[str, ...]
@@ -85,6 +93,7 @@ class Invocation:
     memory_bytes: int | None = None
     timeout_s: float | None = None
     fds: tuple[FileSpec, ...] | None = None
+    network: NetworkLimits = field(default_factory=NetworkLimits)
 
     @property
     def preopen_base(self) -> int:
@@ -104,6 +113,35 @@ class Invocation:
     def uses_tls(self) -> bool:
         """Whether a socket terminates TLS (the run then needs the Keep's TLS identity)."""
         return any(spec.prot is Protocol.TLS for _, spec in self.sockets)
+
+    def socket_limits(self, base: SocketLimits) -> SocketLimits:
+        """``base`` (the caller's limits, or the defaults) with every limit that the config's
+        ``[network]`` sets put over it: the workload's owner decides for their own Keep.
+
+        A listener's own ``max_connections`` is not folded in here; the socket layer reads it
+        from the listener's :class:`FileSpec`, which wins over both.
+
+        Args:
+            base: the limits the run would otherwise use.
+
+        Returns:
+            ``base`` itself when the config sets none, else a copy with the config's values.
+        """
+        network = self.network
+        changes: dict[str, Any] = {
+            name: value
+            for name in (
+                "max_connections",
+                "max_pending_handshakes",
+                "handshake_timeout_s",
+                "connect_timeout_s",
+                "send_stall_timeout_s",
+            )
+            if (value := getattr(network, name)) is not None
+        }
+        if network.buffer_kib is not None:
+            changes["buffer_bytes"] = network.buffer_kib * KIB
+        return replace(base, **changes) if changes else base
 
     @classmethod
     def from_config(
@@ -129,6 +167,7 @@ class Invocation:
             preopens=tuple(Preopen(d.host, d.guest, d.writable) for d in config.dirs),
             memory_bytes=None if limits.memory_mib is None else limits.memory_mib * MIB,
             timeout_s=limits.timeout_s,
+            network=config.network,
         )
 
 

@@ -141,6 +141,25 @@ def test_check_default_files(tmp_path: Path) -> None:
     assert "(no [[files]]: ordinary stdio)" in result.output
     assert "FD_COUNT=3 FD_NAMES=stdin:stdout:stderr" in result.output
     assert "limits:  memory no cap, deadline none" in result.output
+    assert "network: (runtime defaults)" in result.output
+
+
+def test_check_shows_socket_limits(tmp_path: Path) -> None:
+    path = tmp_path / "Enarx.toml"
+    path.write_text(
+        '[[files]]\nkind = "listen"\nname = "api"\nprot = "tls"\nport = 8443\n'
+        "max_connections = 16\n[network]\nhandshake_timeout_s = 2.5\nbuffer_kib = 64\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "tls listen on [::]:8443, at most 16 connections at once" in result.output
+    assert "network: handshake_timeout_s 2.5, buffer_kib 64" in result.output
+    result = CliRunner().invoke(cli, ["config", "check", "--json", str(path)])
+    doc = json.loads(result.output)
+    assert doc["network"]["handshake_timeout_s"] == 2.5 and doc["network"]["buffer_kib"] == 64
+    assert doc["network"]["max_connections"] is None
+    assert doc["files"][0]["max_connections"] == 16
 
 
 def test_check_json(valid_config: Path) -> None:

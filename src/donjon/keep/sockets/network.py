@@ -279,6 +279,10 @@ def _listen(
         ) from e
     bound_addr, bound_port = sock.getsockname()[:2]
     limits = options.limits
+    # The entry's own limit (its config's max_connections) wins over the run's.
+    max_connections = (
+        spec.max_connections if spec.max_connections is not None else limits.max_connections
+    )
     try:
         if spec.prot is Protocol.TLS and options.tls is not None:
             context = options.tls.server_context(client_ca=spec.client_ca)
@@ -286,7 +290,7 @@ def _listen(
                 sock,
                 context,
                 AcceptorLimits(
-                    max_connections=limits.max_connections,
+                    max_connections=max_connections,
                     max_pending=limits.max_pending_handshakes,
                     handshake_timeout_s=limits.handshake_timeout_s,
                     buffer_bytes=limits.buffer_bytes,
@@ -299,7 +303,7 @@ def _listen(
         else:
             sock.setblocking(False)
             network.endpoints[fd] = TcpListener(
-                sock, max_connections=limits.max_connections, buffer_bytes=limits.buffer_bytes
+                sock, max_connections=max_connections, buffer_bytes=limits.buffer_bytes
             )
             how = "plaintext TCP"
     except BaseException:
