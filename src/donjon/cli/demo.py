@@ -3,7 +3,10 @@
 1. Start Steward (dev policy: admits nil evidence) and a keep manager, each as its own process.
 2. Deploy an example workload to a nil Keep: the Keep gets a Steward certificate for its key, the
    client checks it (chain, nonce, measurement, policy) before it sends the workload.
-3. Print what was verified and the workload's output; stop everything; exit 0.
+3. Print what was verified and the workload's output.
+4. Deploy a network workload (the echo server) the same way; connect to it with TLS as a client
+   that trusts nothing but Steward's CA: the TLS ends inside the Keep, with the certificate the
+   deploy verified. Stop everything; exit 0.
 """
 
 from __future__ import annotations
@@ -12,20 +15,47 @@ import io
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from donjon.errors import Error, KeepLaunchError
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from donjon.client.deploy import DeployOptions, DeployResult
+
 _LISTENING = re.compile(rb"listening on (http://[0-9.]+:\d+)")
+_KEEP_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)")
 START_TIMEOUT_S = 30.0
+ECHO_CONFIG = """\
+# The echo server's config: stdio, and one TLS listener on loopback that the Keep terminates.
+[[files]]
+kind = "stdin"
+[[files]]
+kind = "stdout"
+[[files]]
+kind = "stderr"
+[[files]]
+kind = "listen"
+name = "listen"
+prot = "tls"
+addr = "127.0.0.1"
+port = 0
+max_connections = 8
+"""
+ECHO_MESSAGE = b"a secret only the Keep may read"
 
 
 @contextmanager
@@ -161,9 +191,15 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
             click.echo(
                 f"   exit code {result.exit_code}; deploy took {elapsed * 1000:.0f} ms", err=True
             )
-        say("== 5. services stopped")
-        if result.exit_code != 0:
-            raise SystemExit(result.exit_code)
+            if result.exit_code != 0:
+                raise SystemExit(result.exit_code)
+            if workload is None:
+                say(
+                    "== 5. a network workload: echo_server.wasm in a new Keep, reached with TLS "
+                    "that ends inside it"
+                )
+                _echo_demo(options, ca, tmp)
+        say("== 6. services stopped")
     except Error:
         click.echo(f"donjon: demo logs are in {tmp}", err=True)
         keep_dir = True
@@ -173,3 +209,112 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Watched(io.RawIOBase):
+    """A sink for a deploy's stderr that the demo can wait on while the deploy runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self._changed = threading.Condition()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: bytes) -> int:  # type: ignore[override]
+        with self._changed:
+            self.data += chunk
+            self._changed.notify_all()
+        return len(chunk)
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes] | None:
+        with self._changed:
+            self._changed.wait_for(lambda: pattern.search(self.data), timeout)
+            return pattern.search(self.data)
+
+
+def _echo_demo(options: DeployOptions, ca: x509.Certificate, tmp: Path) -> None:
+    """Deploy the echo server, talk to it as a client that trusts only Steward's CA."""
+    from cryptography import x509
+
+    from donjon.client.attested import KeepIdentity
+    from donjon.client.deploy import Workload, deploy
+    from donjon.client.host_api import KeepInfo
+    from donjon.crypto.ratls import certificate_pem, load_peer_certificate
+
+    config = tmp / "echo.toml"
+    config.write_text(ECHO_CONFIG)
+    wl = Workload.load(_examples_dir() / "echo_server.wasm", config_path=config, args=["-c", "1"])
+    out, err = io.BytesIO(), _Watched()
+    verified: list[KeepIdentity] = []
+    outcome: list[DeployResult | Error] = []
+
+    def on_verified(_keep: KeepInfo, identity: KeepIdentity) -> None:
+        verified.append(identity)
+
+    def run() -> None:
+        try:
+            outcome.append(
+                deploy(wl, options, stdout=out, stderr=err, on_verified=on_verified)  # type: ignore[arg-type]
+            )
+        except Error as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, name="donjon-demo-echo", daemon=True)
+    thread.start()
+    found = err.wait_for(_KEEP_LISTENING, START_TIMEOUT_S)
+    if found is None or not verified:
+        thread.join(START_TIMEOUT_S)
+        if outcome and isinstance(outcome[0], Error):
+            raise outcome[0]
+        raise KeepLaunchError(
+            "the echo server's Keep did not start listening: " + err.data.decode(errors="replace")
+        )
+    port = int(found.group(1))
+    cert = load_peer_certificate(verified[0].certificate_der)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    keep_name = names.get_values_for_type(x509.DNSName)[0]
+    # A client that knows nothing of the host: it trusts Steward's CA and checks the Keep's name.
+    context = ssl.create_default_context(cadata=certificate_pem(ca).decode())
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S) as raw,
+        context.wrap_socket(raw, server_hostname=keep_name) as tls,
+    ):
+        presented = tls.getpeercert(binary_form=True)
+        tls.sendall(ECHO_MESSAGE)
+        echoed = b""
+        while len(echoed) < len(ECHO_MESSAGE) and (chunk := tls.recv(4096)):
+            echoed += chunk
+        tls.unwrap()
+    thread.join(START_TIMEOUT_S)
+    result = outcome[0] if outcome else None
+    rows = [
+        (
+            "listener",
+            f"127.0.0.1:{port} (the host's loopback: a nil Keep shares the host's network)",
+        ),
+        ("certificate", f"chains to Steward's CA, names {keep_name}"),
+        (
+            "same key",
+            "yes: the certificate the deploy verified"
+            if presented == verified[0].certificate_der
+            else "NO",
+        ),
+        ("sent", ECHO_MESSAGE.decode()),
+        ("echoed", echoed.decode(errors="replace")),
+    ]
+    for name, value in rows:
+        click.echo(f"   {name:<13} {value}", err=True)
+    sys.stdout.buffer.write(out.getvalue())
+    sys.stdout.flush()
+    if presented != verified[0].certificate_der or echoed != ECHO_MESSAGE:
+        raise KeepLaunchError("the echo server's Keep did not answer as verified")
+    if isinstance(result, Error):
+        raise result
+    if result is None:
+        raise KeepLaunchError("the echo server's deploy did not finish after its one connection")
+    click.echo(f"   exit code {result.exit_code}", err=True)
+    if result.exit_code != 0:
+        raise SystemExit(result.exit_code)
