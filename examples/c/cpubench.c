@@ -2,16 +2,25 @@
  *
  *   cpubench [-t] sha256 MIB     SHA-256 (FIPS 180-4) of MIB MiB of the bytes 0,1,...,255,0,1,...
  *   cpubench [-t] fannkuch N     fannkuch-redux(N): checksum and maximum flips
+ *   cpubench [-t] crc32 MIB      CRC-32 (IEEE, table-driven, a byte at a time) of the same bytes
+ *   cpubench [-t] nbody STEPS    five bodies under gravity: energy before and after STEPS steps
+ *   cpubench [-t] mandelbrot N   points of an N x N grid over [-2,1] x [-1.5,1.5] that stay
+ *                                bounded for 64 iterations
  *
  * stdout is deterministic (the tests compare it with Python's hashlib). With -t, the time spent
  * in the computation alone is printed on stderr as "cpubench: <ms> ms", so a benchmark can
  * compare compute time without process start-up.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The same floating-point operations natively and in Wasm: no fused multiply-add, so every
+ * result is bit-identical across targets and the tests can compare them exactly. */
+#pragma STDC FP_CONTRACT OFF
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -113,6 +122,94 @@ static void fannkuch(int n, int *checksum, int *maxflips) {
     }
 }
 
+static uint32_t crc32_mib(long mib) {
+    static uint8_t buf[1024 * 1024];
+    uint32_t table[256];
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        }
+        table[n] = c;
+    }
+    for (size_t i = 0; i < sizeof buf; i++) {
+        buf[i] = (uint8_t)i;
+    }
+    uint32_t crc = 0xffffffffu;
+    for (long m = 0; m < mib; m++) {
+        for (size_t i = 0; i < sizeof buf; i++) {
+            crc = table[(crc ^ buf[i]) & 0xff] ^ (crc >> 8);
+        }
+    }
+    return crc ^ 0xffffffffu;
+}
+
+/* Five bodies (a sun and four planets, in units where G = 1), leapfrog-free Euler steps. */
+#define BODIES 5
+struct body { double x, y, z, vx, vy, vz, m; };
+
+static void nbody_init(struct body *b) {
+    static const double init[BODIES][7] = {
+        {0, 0, 0, 0, 0, 0, 39.47841760435743},
+        {4.84, -1.16, -0.10, 0.606, 2.81, -0.025, 0.0377},
+        {8.34, 4.12, -0.40, -1.01, 1.82, 0.008, 0.0113},
+        {12.89, -15.11, -0.22, 1.08, 0.868, -0.011, 0.0017},
+        {15.37, -25.91, 0.17, 0.979, 0.594, -0.034, 0.0020},
+    };
+    for (int i = 0; i < BODIES; i++) {
+        b[i] = (struct body){init[i][0], init[i][1], init[i][2], init[i][3], init[i][4],
+                             init[i][5], init[i][6]};
+    }
+}
+
+static double nbody_energy(const struct body *b) {
+    double e = 0;
+    for (int i = 0; i < BODIES; i++) {
+        e += 0.5 * b[i].m * (b[i].vx * b[i].vx + b[i].vy * b[i].vy + b[i].vz * b[i].vz);
+        for (int j = i + 1; j < BODIES; j++) {
+            double dx = b[i].x - b[j].x, dy = b[i].y - b[j].y, dz = b[i].z - b[j].z;
+            e -= b[i].m * b[j].m / sqrt(dx * dx + dy * dy + dz * dz);
+        }
+    }
+    return e;
+}
+
+static void nbody_steps(struct body *b, long steps, double dt) {
+    for (long s = 0; s < steps; s++) {
+        for (int i = 0; i < BODIES; i++) {
+            for (int j = i + 1; j < BODIES; j++) {
+                double dx = b[i].x - b[j].x, dy = b[i].y - b[j].y, dz = b[i].z - b[j].z;
+                double d2 = dx * dx + dy * dy + dz * dz;
+                double mag = dt / (d2 * sqrt(d2));
+                b[i].vx -= dx * b[j].m * mag; b[i].vy -= dy * b[j].m * mag; b[i].vz -= dz * b[j].m * mag;
+                b[j].vx += dx * b[i].m * mag; b[j].vy += dy * b[i].m * mag; b[j].vz += dz * b[i].m * mag;
+            }
+        }
+        for (int i = 0; i < BODIES; i++) {
+            b[i].x += dt * b[i].vx; b[i].y += dt * b[i].vy; b[i].z += dt * b[i].vz;
+        }
+    }
+}
+
+static long mandelbrot(long n) {
+    long inside = 0;
+    for (long py = 0; py < n; py++) {
+        double ci = -1.5 + 3.0 * (double)py / (double)n;
+        for (long px = 0; px < n; px++) {
+            double cr = -2.0 + 3.0 * (double)px / (double)n;
+            double zr = 0, zi = 0;
+            int k = 0;
+            for (; k < 64 && zr * zr + zi * zi <= 4.0; k++) {
+                double t = zr * zr - zi * zi + cr;
+                zi = 2.0 * zr * zi + ci;
+                zr = t;
+            }
+            inside += k == 64;
+        }
+    }
+    return inside;
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -126,7 +223,8 @@ int main(int argc, char **argv) {
         a = 2;
     }
     if (argc != a + 2) {
-        fprintf(stderr, "usage: cpubench [-t] sha256 MIB | cpubench [-t] fannkuch N\n");
+        fprintf(stderr, "usage: cpubench [-t] sha256|crc32 MIB | fannkuch N | nbody STEPS | "
+                        "mandelbrot N\n");
         return 2;
     }
     long arg = atol(argv[a + 1]);
@@ -139,8 +237,19 @@ int main(int argc, char **argv) {
         int checksum, maxflips;
         fannkuch((int)arg, &checksum, &maxflips);
         printf("%d\nPfannkuchen(%ld) = %d\n", checksum, arg, maxflips);
+    } else if (strcmp(argv[a], "crc32") == 0 && arg >= 0) {
+        printf("crc32 %ld MiB: %08x\n", arg, crc32_mib(arg));
+    } else if (strcmp(argv[a], "nbody") == 0 && arg >= 0) {
+        struct body b[BODIES];
+        nbody_init(b);
+        printf("%.9f\n", nbody_energy(b));
+        nbody_steps(b, arg, 0.001);
+        printf("%.9f\n", nbody_energy(b));
+    } else if (strcmp(argv[a], "mandelbrot") == 0 && arg >= 1 && arg <= 100000) {
+        printf("mandelbrot %ld: %ld inside\n", arg, mandelbrot(arg));
     } else {
-        fprintf(stderr, "cpubench: bad arguments (sha256 MIB>=0 | fannkuch 3..12)\n");
+        fprintf(stderr, "cpubench: bad arguments (sha256|crc32 MIB>=0 | fannkuch 3..12 | "
+                        "nbody STEPS>=0 | mandelbrot 1..100000)\n");
         return 2;
     }
     if (timed) {
