@@ -1,5 +1,6 @@
 """What `donjon attest verify` and `donjon steward policy check` share: the options that name
-recorded evidence and its endorsements, their parsing, and the verdict exit statuses.
+recorded evidence and its endorsements, their parsing, and the verdict exit statuses; and the
+options that fetch missing endorsements (``--fetch``), which ``donjon steward serve`` shares too.
 
 Both commands judge the same inputs, so a user moving from one to the other finds the same
 option names, the same help and the same messages for the same mistakes.
@@ -7,17 +8,29 @@ option names, the same help and the same messages for the same mistakes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from donjon.attestation.inputs import InputError
-from donjon.attestation.result import Platform
+from donjon.attestation.result import Endorsements, Platform
+from donjon.attestation.snp.tcb import ProductFamily
 from donjon.crypto.binding import MAX_NONCE_BYTES
+from donjon.endorse.config import (
+    DEFAULT_KDS_URL,
+    DEFAULT_PCS_URL,
+    FetchConfig,
+    default_cache_dir,
+)
 from donjon.errors import Error
+
+if TYPE_CHECKING:
+    from donjon.endorse.fetcher import Completion
 
 EXIT_ACCEPTED = 0
 EXIT_REJECTED = 1
@@ -71,6 +84,122 @@ def evidence_options(*, at_help: str) -> Callable[[F], F]:
     return apply
 
 
+PCS_API_KEY_ENV = "DONJON_PCS_API_KEY"
+"""The environment variable that holds an Intel PCS API key (never a flag: flags show in ``ps``)."""
+
+# The options that only mean something together with the fetch flag.
+_FETCH_DETAILS = ("kds_url", "pcs_url", "cache_dir", "kds_product", "kds_crl")
+
+
+def fetch_options(*, flag: str, flag_help: str) -> Callable[[F], F]:
+    """*flag* (a boolean ``fetch`` parameter) and the options saying where and how to fetch:
+    ``--kds-url``, ``--pcs-url``, ``--cache-dir``, ``--kds-product``, ``--kds-crl``."""
+    options = (
+        click.option(flag, "fetch", is_flag=True, help=flag_help),
+        click.option(
+            "--kds-url",
+            metavar="URL",
+            envvar="DONJON_KDS_URL",
+            default=DEFAULT_KDS_URL,
+            show_default=True,
+            help="AMD KDS, or a cache or mirror serving its paths.",
+        ),
+        click.option(
+            "--pcs-url",
+            metavar="URL",
+            envvar="DONJON_PCS_URL",
+            default=DEFAULT_PCS_URL,
+            show_default=True,
+            help="Intel PCS, or a PCCS.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            envvar="DONJON_ENDORSEMENT_CACHE",
+            help="Where fetched endorsements are cached [default: $XDG_CACHE_HOME/donjon/"
+            "endorsements or ~/.cache/donjon/endorsements].",
+        ),
+        click.option(
+            "--kds-product",
+            type=click.Choice([str(f) for f in ProductFamily]),
+            help="The EPYC product line of a version 2 SEV-SNP report, which does not name it "
+            "[default: Milan].",
+        ),
+        click.option(
+            "--kds-crl",
+            is_flag=True,
+            help="Also fetch AMD's CRL of the product line (revoked ASKs) when none is given.",
+        ),
+    )
+
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def fetch_config(
+    *,
+    fetch: bool,
+    kds_url: str,
+    pcs_url: str,
+    cache_dir: Path | None,
+    kds_product: str | None,
+    kds_crl: bool,
+    flag: str = "--fetch",
+) -> FetchConfig | None:
+    """The :class:`FetchConfig` the fetch options describe, or None without the fetch flag.
+
+    Raises:
+        InputError: a fetch option given on the command line without the fetch flag.
+        ConfigError: a URL that is not an http(s) base URL.
+    """
+    if not fetch:
+        ctx = click.get_current_context(silent=True)
+        for name in _FETCH_DETAILS:
+            if ctx is not None and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                option = "--" + name.replace("_", "-")
+                raise InputError(f"{option} only applies with {flag}")
+        return None
+    return FetchConfig(
+        kds_url=kds_url,
+        pcs_url=pcs_url,
+        kds_product=ProductFamily(kds_product) if kds_product else None,
+        amd_crl=kds_crl,
+        cache_dir=cache_dir if cache_dir is not None else default_cache_dir(os.environ),
+        pcs_api_key=os.environ.get(PCS_API_KEY_ENV) or None,
+    )
+
+
+def complete_endorsements(
+    config: FetchConfig,
+    platform: Platform,
+    evidence: bytes,
+    endorsements: Endorsements,
+    *,
+    now: datetime,
+    verbose: bool = False,
+) -> Endorsements:
+    """Fetch what *evidence* is missing (``--fetch``); with *verbose*, say what came from where
+    on stderr.
+
+    Raises:
+        EndorsementFetchError: a document could not be fetched (exit 2 for the caller).
+        EndorsementUnavailableError: no service serves what is missing (a verification failure).
+    """
+    # Imported here: httpx and the fetcher load only when --fetch is given.
+    from donjon.endorse.fetcher import EndorsementFetcher
+
+    with EndorsementFetcher(config, clock=lambda: datetime.now(UTC)) as fetcher:
+        done: Completion = fetcher.complete(platform, evidence, endorsements, now=now)
+    if verbose:
+        for item in done.fetched:
+            click.echo(f"donjon: {item.kind} from {item.origin}: {item.url}", err=True)
+    return done.endorsements
+
+
 def parse_at(value: str | None) -> datetime:
     """``--at``: an ISO-8601 time (UTC when it names no zone); None: now."""
     if value is None:
@@ -111,8 +240,12 @@ __all__ = [
     "EXIT_ACCEPTED",
     "EXIT_REJECTED",
     "EXIT_UNUSABLE",
+    "PCS_API_KEY_ENV",
     "PLATFORMS",
+    "complete_endorsements",
     "evidence_options",
+    "fetch_config",
+    "fetch_options",
     "parse_at",
     "parse_hex",
     "unusable",

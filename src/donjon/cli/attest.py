@@ -5,11 +5,16 @@ The contract (``docs/commands/attest.md``) is stable, because others script agai
     donjon attest verify --platform {sev-snp,tdx,sgx,cca,nitro,nil} --evidence FILE
                          [--cert FILE]... [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
                          [--report-data HEX] [--policy production|permissive|FILE] [--json]
+                         [--fetch [--kds-url URL] [--pcs-url URL] [--cache-dir DIR]
+                          [--kds-product Milan|Genoa|Turin] [--kds-crl]]
 
 Exit codes are this command's own, not the ``exit_code`` of donjon's error classes:
 0 accepted; 1 rejected (the evidence did not verify, or the policy rejects it); 2 unusable input
-or usage (unreadable or malformed files, bad hex, bad ``--at``, an invalid policy file).
-This is the one place in the attestation path that reads the clock (``--at`` default).
+or usage (unreadable or malformed files, bad hex, bad ``--at``, an invalid policy file, a
+missing endorsement that ``--fetch`` could not fetch).
+This is the one place in the attestation path that reads the clock (``--at`` default). With
+``--fetch`` it is also the only network use: missing endorsements come from AMD KDS / Intel PCS
+through ``donjon.endorse`` before the (unchanged, offline) verifier runs.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ from donjon.attestation.verdict import Verdict, failure_to_json
 from donjon.cli._evidenceopts import (
     EXIT_ACCEPTED,
     EXIT_REJECTED,
+    complete_endorsements,
     evidence_options,
+    fetch_config,
+    fetch_options,
     parse_at,
     parse_hex,
     unusable,
 )
-from donjon.errors import ConfigError, VerificationError
+from donjon.errors import ConfigError, TransportError, VerificationError
 
 
 @click.group("attest")
@@ -64,6 +72,11 @@ def attest() -> None:
     help="Built-in policy name or a policy TOML file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable schema).")
+@fetch_options(
+    flag="--fetch",
+    flag_help="Fetch missing endorsements (VCEK, Intel collateral) from AMD KDS / Intel PCS, "
+    "cached; the verification itself stays offline.",
+)
 @click.pass_context
 def verify(
     ctx: click.Context,
@@ -76,9 +89,16 @@ def verify(
     report_data: str | None,
     policy_name: str,
     as_json: bool,
+    fetch: bool,
+    kds_url: str,
+    pcs_url: str,
+    cache_dir: Path | None,
+    kds_product: str | None,
+    kds_crl: bool,
 ) -> None:
     """Verify evidence offline and apply a policy.
 
+    With --fetch, endorsements missing from --cert/--collateral are fetched first.
     Exit status: 0 accepted, 1 rejected, 2 unusable input or usage.
     """
     verbose = bool((ctx.obj or {}).get("verbose", 0))
@@ -90,15 +110,28 @@ def verify(
         policy = Policy.named(policy_name)
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
+        fetching = fetch_config(
+            fetch=fetch,
+            kds_url=kds_url,
+            pcs_url=pcs_url,
+            cache_dir=cache_dir,
+            kds_product=kds_product,
+            kds_crl=kds_crl,
+        )
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
         unusable(e)
 
     try:
+        if fetching is not None:
+            endorsements = complete_endorsements(
+                fetching, platform, decoded.data, endorsements, now=now, verbose=verbose
+            )
         verified = verify_evidence(platform, decoded.data, endorsements=endorsements, now=now)
     except VerificationError as e:
         _print_failure(platform, e, policy, now, as_json=as_json)
         raise click.exceptions.Exit(EXIT_REJECTED) from e
-    except (UnsupportedPlatformError, ConfigError) as e:
+    except (UnsupportedPlatformError, ConfigError, TransportError) as e:
+        # TransportError: a missing endorsement could not be fetched; nothing was verified.
         unusable(e)
 
     verdict = evaluate(policy, verified, nonce=nonce_bytes, expected_report_data=expected)

@@ -4,10 +4,13 @@ The contract (``docs/commands/steward.md``)::
 
     donjon steward serve --listen HOST:PORT --state-dir DIR [--policy NAME|FILE]
                          [--cert-lifetime DURATION] [--tls-cert FILE --tls-key FILE] [--workers N]
+                         [--fetch-endorsements [--kds-url URL] [--pcs-url URL]
+                          [--cache-dir DIR] [--kds-product P] [--kds-crl]]
     donjon steward init --state-dir DIR [--force]
     donjon steward policy check POLICY --platform P --evidence FILE [--cert FILE]...
                          [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
                          [--client-nonce HEX] [--csr FILE] [--json]
+                         [--fetch [--kds-url URL] [--pcs-url URL] [--cache-dir DIR] ...]
 
 ``serve`` prints ``listening on <url>`` on stdout once its socket listens (``:0`` picks a free
 port), and stops gracefully on SIGTERM or SIGINT. ``policy check`` exits 0 when Steward would
@@ -37,14 +40,24 @@ from donjon.attestation.result import Platform
 from donjon.cli._evidenceopts import (
     EXIT_ACCEPTED,
     EXIT_REJECTED,
+    complete_endorsements,
     evidence_options,
+    fetch_config,
+    fetch_options,
     parse_at,
     parse_hex,
     unusable,
 )
 from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import MAX_CSR_BYTES, CertificateRequest, parse_csr
-from donjon.errors import ConfigError, DecodeError, Error, SignatureError, VerificationError
+from donjon.errors import (
+    ConfigError,
+    DecodeError,
+    Error,
+    SignatureError,
+    TransportError,
+    VerificationError,
+)
 from donjon.steward.app import Listening, serve
 from donjon.steward.config import (
     DEFAULT_CERT_LIFETIME,
@@ -95,6 +108,11 @@ def steward() -> None:
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="Serve HTTPS.")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="Its key.")
 @click.option("--workers", default=1, show_default=True, help="Worker processes (one per core).")
+@fetch_options(
+    flag="--fetch-endorsements",
+    flag_help="Fetch the endorsements a Keep did not send (VCEK, Intel collateral) from AMD KDS "
+    "/ Intel PCS, cached, before verifying.",
+)
 def serve_command(
     listen: str,
     state_dir: Path,
@@ -103,10 +121,25 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     workers: int,
+    fetch: bool,
+    kds_url: str,
+    pcs_url: str,
+    cache_dir: Path | None,
+    kds_product: str | None,
+    kds_crl: bool,
 ) -> None:
     """Serve the Steward API until SIGTERM or SIGINT."""
     host, port = parse_listen(listen)
     policy = StewardPolicy.named(policy_name)
+    fetching = fetch_config(
+        fetch=fetch,
+        kds_url=kds_url,
+        pcs_url=pcs_url,
+        cache_dir=cache_dir,
+        kds_product=kds_product,
+        kds_crl=kds_crl,
+        flag="--fetch-endorsements",
+    )
     settings = StewardSettings(
         state_dir=state_dir,
         policy=policy,
@@ -116,6 +149,7 @@ def serve_command(
         tls_cert=tls_cert,
         tls_key=tls_key,
         workers=workers,
+        endorsements=fetching,
     )
     if policy.allow_insecure:
         click.echo(
@@ -126,6 +160,11 @@ def serve_command(
 
     def announce(where: Listening) -> None:
         click.echo(f"policy {policy.name} sha256:{policy.digest.hex()}")
+        if fetching is not None:
+            click.echo(
+                f"fetching missing endorsements from {fetching.kds_url} and {fetching.pcs_url} "
+                f"(cache {fetching.cache_dir})"
+            )
         click.echo(f"listening on {where.url}")
 
     serve(settings, announce=announce)
@@ -177,6 +216,11 @@ def policy_group() -> None:
     help="DER CSR of the Keep: checks its signature, the binding, workload URI and DNS names.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@fetch_options(
+    flag="--fetch",
+    flag_help="Fetch missing endorsements (VCEK, Intel collateral) from AMD KDS / Intel PCS, "
+    "cached, as a Steward with --fetch-endorsements would.",
+)
 def policy_check(
     policy_name: str,
     platform_name: str,
@@ -188,6 +232,12 @@ def policy_check(
     client_nonce: str | None,
     csr: Path | None,
     as_json: bool,
+    fetch: bool,
+    kds_url: str,
+    pcs_url: str,
+    cache_dir: Path | None,
+    kds_product: str | None,
+    kds_crl: bool,
 ) -> None:
     """Dry-run POLICY on recorded evidence and explain each step of the decision.
 
@@ -205,6 +255,14 @@ def policy_check(
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
         csr_data = _read_csr(csr) if csr is not None else None
+        fetching = fetch_config(
+            fetch=fetch,
+            kds_url=kds_url,
+            pcs_url=pcs_url,
+            cache_dir=cache_dir,
+            kds_product=kds_product,
+            kds_crl=kds_crl,
+        )
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
         unusable(e)
 
@@ -222,6 +280,10 @@ def policy_check(
             _finish(policy.name, steps, as_json=as_json)
         steps.append(_step("csr", True, f"signature verifies; {request.curve} key"))
     try:
+        if fetching is not None:
+            endorsements = complete_endorsements(
+                fetching, platform, decoded.data, endorsements, now=now
+            )
         if platform is Platform.NIL and policy.dev_keys:
             verifier = NilVerifier(trusted_keys=sorted(policy.dev_keys))
             verified = verify_with(verifier, decoded.data, endorsements=endorsements, now=now)
@@ -236,7 +298,8 @@ def policy_check(
         )
         steps.append(_step("evidence", False, detail))
         _finish(policy.name, steps, as_json=as_json)
-    except (UnsupportedPlatformError, ConfigError) as e:
+    except (UnsupportedPlatformError, ConfigError, TransportError) as e:
+        # TransportError: a missing endorsement could not be fetched; nothing was decided.
         unusable(e)
     steps.append(_step("evidence", True, f"{platform} evidence is authentic at {now.isoformat()}"))
 

@@ -17,7 +17,10 @@ Rule 1: every error body says what was wrong: CBOR ``{"error": class, "reason": 
 (``text/plain`` on the Enarx endpoint ``POST /``, whose clients do not read CBOR).
 Rule 2: bodies are bounded before they are read (Content-Length, then while streaming): 413.
 Rule 3: request handling runs in the event loop: it is CPU-bound and short (~3 ms, mostly four
-P-384 operations); parallelism comes from worker processes (``--workers``).
+P-384 operations); parallelism comes from worker processes (``--workers``). The one exception is
+fetching endorsements a Keep did not send (``--fetch-endorsements``): when they are not already
+in memory, that runs in a thread (``asyncio.to_thread``), so a slow AMD KDS or Intel PCS never
+stalls the loop; requests that need nothing fetched never leave it.
 Rule 4: no handler writes anything to disk; a rejected request changes nothing but the metrics
 and the nonce replay cache.
 
@@ -42,7 +45,7 @@ from typing import Any
 from donjon.errors import ConfigError, DecodeError, Error
 from donjon.steward._http import bind_sockets, http_protocol, loop_name
 from donjon.steward.config import StewardSettings
-from donjon.steward.core import Clock, StewardCore, SystemClock, status_for
+from donjon.steward.core import Clock, EndorsementSource, StewardCore, SystemClock, status_for
 from donjon.steward.messages import CONTENT_TYPE, MAX_REQUEST_BYTES, AttestRequest, ErrorBody
 from donjon.steward.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from donjon.steward.nonce import SharedReplayCache
@@ -254,7 +257,10 @@ class StewardApp:
                 limit=self.max_body_bytes,
                 seconds=self.body_read_seconds,
             )
-            response = self.core.attest_response(AttestRequest.decode(body))
+            request = AttestRequest.decode(body)
+            if self.core.fetches_endorsements:
+                request = await self._endorse(request)
+            response = self.core.attest_response(request)
         except (_BodyTooLargeError, _BodyTimeoutError, _WrongContentTypeError, Error) as e:
             return self._rejection(e, text=False)
         except _DisconnectedError:
@@ -263,6 +269,13 @@ class StewardApp:
             return self._internal_error(text=False)
         self.metrics.observe_verdict(accepted=True, reason="accepted")
         return _cbor(response.encode())
+
+    async def _endorse(self, request: AttestRequest) -> AttestRequest:
+        """Complete the request's endorsements: in the loop from memory, else in a thread."""
+        ready = self.core.endorse_without_io(request)
+        if ready is None:
+            ready = await asyncio.to_thread(self.core.endorse, request)
+        return ready
 
     async def enarx_attest(self, scope: Scope, receive: Receive) -> _Reply:
         try:
@@ -495,6 +508,7 @@ def serve(
             clock=clock,
             cert_lifetime=settings.cert_lifetime,
             replay_cache=replay_cache,
+            endorsements=_endorsement_source(settings, clock),
         )
         return StewardApp(core)
 
@@ -505,6 +519,16 @@ def serve(
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _endorsement_source(settings: StewardSettings, clock: Clock) -> EndorsementSource | None:
+    """The fetcher ``--fetch-endorsements`` asks for: one per worker, built after the fork (each
+    worker has its own connection pool and memory; they share the disk cache)."""
+    if settings.endorsements is None:
+        return None
+    from donjon.endorse.fetcher import EndorsementFetcher
+
+    return EndorsementFetcher(settings.endorsements, clock=clock.now)
 
 
 def _fork_workers(

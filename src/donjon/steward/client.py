@@ -93,6 +93,10 @@ class StewardBusyError(TransportError):
     """The Steward is overloaded (HTTP 503); retry after a few seconds."""
 
 
+class StewardUpstreamError(TransportError):
+    """Steward could not reach a service it needed, such as AMD KDS (HTTP 502); not a verdict."""
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
     """What Steward issued, checked.
@@ -305,6 +309,10 @@ def _error_from(response: httpx.Response) -> Error:
         return RemoteProtocolError(f"Steward answered HTTP {status} {text}".rstrip())
     if status == 503:
         return StewardBusyError(f"Steward is overloaded: {body.reason}")
+    if status == 502:  # a service Steward needed failed (e.g. AMD KDS): not a verdict on us
+        return StewardUpstreamError(
+            f"Steward could not fetch what it needed to verify the evidence: {body.reason}"
+        )
     cls = _NAMED_ERRORS.get(body.error)
     if cls is None:
         return StewardRejectedError(f"Steward answered HTTP {status} {body.error}: {body.reason}")
@@ -317,6 +325,7 @@ __all__ = [
     "StewardBusyError",
     "StewardClient",
     "StewardRejectedError",
+    "StewardUpstreamError",
     "check_issued",
     "claims_of",
 ]

@@ -38,6 +38,7 @@ from typing import Any, Final, NoReturn
 from donjon.attestation.nil import NilVerifier
 from donjon.attestation.policy import BUILTIN_POLICIES, MAX_POLICY_FILE_BYTES, Policy
 from donjon.crypto.ca import is_dns_name
+from donjon.endorse.config import FetchConfig
 from donjon.errors import ConfigError, UsageError
 
 DEFAULT_CERT_LIFETIME: Final = timedelta(hours=24)
@@ -357,6 +358,8 @@ class StewardSettings:
         cert_lifetime: lifetime of issued certificates.
         tls_cert, tls_key: serve HTTPS with these PEM files (both or neither).
         workers: uvicorn worker processes (one per core is the usual choice).
+        endorsements: fetch the endorsements a Keep did not send (AMD KDS, Intel PCS) with this
+            configuration; None (the default): verify only what the Keep sent.
     """
 
     state_dir: Path
@@ -367,6 +370,7 @@ class StewardSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     workers: int = 1
+    endorsements: FetchConfig | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -15,10 +15,16 @@ tests pin time by passing their own. The key/nonce :class:`KeyBinding` is inject
 production uses :data:`STRICT_BINDING`; nothing in ``src/`` offers another, and the CLI has no
 option for one (tests that replay real vectors, whose report data binds nothing of ours, bring
 their own).
+Rule 5: endorsements a Keep did not send (a VCEK, Intel collateral) come from an injected
+:class:`EndorsementSource` (``donjon.endorse``), and only for a request whose nonce checks out.
+The core never waits on it itself: :meth:`StewardCore.endorse_without_io` answers from memory or
+says that I/O is needed, and the caller runs the blocking :meth:`StewardCore.endorse` off its
+event loop. Without a source (the default) nothing is ever fetched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -57,6 +63,7 @@ from donjon.errors import (
     EvidenceFormatError,
     MeasurementError,
     PolicyError,
+    TransportError,
     VerificationError,
     WireError,
 )
@@ -105,6 +112,32 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class CompletedEndorsements(Protocol):
+    """What :meth:`EndorsementSource.complete` returns (``donjon.endorse.Completion``)."""
+
+    @property
+    def endorsements(self) -> Endorsements:
+        """The client's endorsements with what was missing added."""
+        ...
+
+
+class EndorsementSource(Protocol):
+    """Completes the endorsements a client sent (``donjon.endorse.EndorsementFetcher``)."""
+
+    def complete_without_io(
+        self, platform: Platform, evidence: bytes, endorsements: Endorsements, *, now: datetime
+    ) -> Endorsements | None:
+        """The completed endorsements when no I/O is needed (nothing missing, or all of it in
+        memory), else None."""
+        ...
+
+    def complete(
+        self, platform: Platform, evidence: bytes, endorsements: Endorsements, *, now: datetime
+    ) -> CompletedEndorsements:
+        """Fetch what is missing (blocks on disk and network)."""
+        ...
 
 
 class BindingScheme(enum.Enum):
@@ -198,6 +231,8 @@ def status_for(error: DonjonError) -> int:
     ``TcbStatusError``, ``PolicyError``, other
     ``VerificationError``
     ``NonceCapacityError``                       503   (retry later)
+    other ``TransportError`` (an endorsement     502   (an upstream service failed)
+    that could not be fetched)
     anything else (``ConfigError``, ...)         500   (Steward's own problem)
     ==========================================  ======
     """
@@ -209,6 +244,8 @@ def status_for(error: DonjonError) -> int:
         return 403
     if isinstance(error, NonceCapacityError):
         return 503
+    if isinstance(error, TransportError):
+        return 502
     return 500
 
 
@@ -270,6 +307,8 @@ class StewardCore:
         binding: the key/nonce binding check (:data:`STRICT_BINDING` in production).
         replay_cache: where used nonces are remembered; this process's memory unless given
             (``serve`` gives its workers one :class:`~donjon.steward.nonce.SharedReplayCache`).
+        endorsements: where endorsements a client did not send come from (rule 5); None:
+            verify only what the client sent.
     """
 
     def __init__(
@@ -283,6 +322,7 @@ class StewardCore:
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
         binding: KeyBinding = STRICT_BINDING,
         replay_cache: ReplayCache | None = None,
+        endorsements: EndorsementSource | None = None,
     ) -> None:
         self.ca = ca
         self.policy = policy
@@ -295,6 +335,7 @@ class StewardCore:
             replay_cache=replay_cache,
         )
         self._binding = binding
+        self._endorsements = endorsements
         # nil evidence is checked against the policy's pinned development keys, if any.
         self._nil_verifier = (
             NilVerifier(trusted_keys=sorted(policy.dev_keys)) if policy.dev_keys else None
@@ -347,6 +388,61 @@ class StewardCore:
         """:meth:`attest`, shaped as the wire response."""
         issued = self.attest(request)
         return AttestResponse(chain=issued.chain, result=issued.result)
+
+    # -- endorsements a client did not send (rule 5) -----------------------------------------
+
+    @property
+    def fetches_endorsements(self) -> bool:
+        """Whether this core completes clients' endorsements (an :class:`EndorsementSource`)."""
+        return self._endorsements is not None
+
+    def endorse_without_io(self, request: AttestRequest) -> AttestRequest | None:
+        """*request* with its endorsements completed, if that needs no I/O; else None.
+
+        Returns *request* unchanged when no source is configured, nothing is missing, or the
+        request will be refused anyway (unknown platform, bad or expired nonce: :meth:`attest`
+        says so, and nothing is fetched for it).
+
+        Raises:
+            EndorsementUnavailableError: the evidence lacks what no service serves (a VLEK).
+        """
+        source = self._endorsements
+        if source is None:
+            return request
+        given = self._endorsement_input(request)
+        if given is None:
+            return request
+        platform, endorsements, now = given
+        done = source.complete_without_io(platform, request.evidence, endorsements, now=now)
+        return None if done is None else _with_endorsements(request, done)
+
+    def endorse(self, request: AttestRequest) -> AttestRequest:
+        """*request* with its endorsements completed; blocks on disk and network (run it off
+        the event loop).
+
+        Raises:
+            EndorsementFetchError: a missing document could not be fetched (HTTP 502).
+            EndorsementUnavailableError: the evidence lacks what no service serves (403).
+        """
+        source = self._endorsements
+        given = self._endorsement_input(request) if source is not None else None
+        if source is None or given is None:
+            return request
+        platform, endorsements, now = given
+        done = source.complete(platform, request.evidence, endorsements, now=now)
+        return _with_endorsements(request, done.endorsements)
+
+    def _endorsement_input(
+        self, request: AttestRequest
+    ) -> tuple[Platform, Endorsements, datetime] | None:
+        now = self._now()
+        try:
+            platform = parse_platform(request.platform)
+            # Only a request with a nonce this Steward issued, still valid, may cost a fetch.
+            self.nonces.check(request.nonce, now)
+        except DonjonError:
+            return None
+        return platform, Endorsements(certs=request.certs, collateral=request.collateral), now
 
     # -- Enarx-compatible protocol ----------------------------------------------------------
 
@@ -579,6 +675,12 @@ class StewardCore:
         return now.astimezone(UTC)
 
 
+def _with_endorsements(request: AttestRequest, done: Endorsements) -> AttestRequest:
+    if done.certs == request.certs and done.collateral == request.collateral:
+        return request
+    return dataclasses.replace(request, certs=done.certs, collateral=done.collateral)
+
+
 def _der_sequence(body: bytes) -> bytes:
     n = len(body)
     if n < 0x80:
@@ -592,6 +694,8 @@ __all__ = [
     "STRICT_BINDING",
     "BindingScheme",
     "Clock",
+    "CompletedEndorsements",
+    "EndorsementSource",
     "Issued",
     "KeyBinding",
     "StewardCore",

@@ -6,8 +6,8 @@ chains), check the PCK chain to the embedded Intel SGX Root CA, the CRLs, the QE
 binding to the attestation key, the quote signature, the TCB info and QE identity signatures over
 their exact bytes and the freshness of all of it at a given time, then match TCB levels to Intel's
 status (UpToDate, SWHardeningNeeded, ConfigurationNeeded, OutOfDate, ...) with advisory IDs.
-Does not: fetch collateral from Intel PCS or a PCCS, read the clock, or apply a policy; a TCB status
-like OutOfDate is reported, not rejected.
+Does not: fetch collateral from Intel PCS or a PCCS (``donjon.endorse`` does), read the clock,
+or apply a policy; a TCB status like OutOfDate is reported, not rejected.
 
 Example::
 

@@ -3,8 +3,9 @@
 Does: parse SNP attestation reports (versions 2, 3, 5) and Azure HCL reports, verify them
 against a VCEK or VLEK that chains to an embedded AMD ARK (Milan, Genoa, Turin), check the
 certificate's TCB and hwID against the report, honour CRLs when given, and return the claims.
-Does not: fetch VCEKs or CRLs from AMD KDS, read the clock, or decide whether authentic evidence
-is acceptable (``debug``, minimum TCB, measurements: see ``donjon.attestation.policy``).
+Does not: fetch VCEKs or CRLs from AMD KDS (``donjon.endorse`` does), read the clock, or decide
+whether authentic evidence is acceptable (``debug``, minimum TCB, measurements: see
+``donjon.attestation.policy``).
 
 Modules: ``report`` (pure parser), ``tcb`` (TCB_VERSION per product family), ``certs`` (AMD
 certificate extensions, loading), ``hcl`` (Azure HCL report), ``verifier`` (:class:`SnpVerifier`).
