@@ -316,7 +316,7 @@ def test_other_backends_are_unavailable(env: dict[str, str], examples_dir: Path)
     assert_clean_error(
         result,
         1,
-        "the sgx backend cannot run workloads with this donjon yet; only nil can. Run "
+        "the sgx backend cannot run workloads with this donjon yet; only nil and kvm can. Run "
         "`donjon platform info` to see which backends this machine supports",
     )
     result = donjon(env, "run", "--backend", "bogus", examples_dir / "hello.wasm")

@@ -1,5 +1,6 @@
 """Backends: where a Keep runs. Host-side platform probes (``probe``) and keep launchers
-(``nil``); guest-side evidence providers (``evidence``, ``tsm``, ``devices``, ``nil_evidence``).
+(``nil``; ``kvm``: a QEMU micro-VM, see ``kvm.launcher`` and ``kvm.image``); guest-side evidence
+providers (``evidence``, ``tsm``, ``devices``, ``nil_evidence``).
 
 Does not verify evidence (``donjon.attestation``) or run Wasm (``donjon.keep``).
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "NilEvidenceProvider": "nil_evidence",
     "runtime_measurement": "nil_evidence",
     "NilKeepLoader": "nil",
+    "KvmKeepLoader": "kvm.launcher",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,7 @@ from donjon.keep.errors import ModuleFileError
 __all__ = ["run"]
 
 _BACKENDS = ("nil", "kvm", "sev-snp", "tdx", "sgx", "cca")  # as in donjon.backends.probe
-_RUNNABLE = frozenset({"nil"})  # backends this donjon can start a Keep on
+_RUNNABLE = frozenset({"nil", "kvm"})  # backends this donjon can start a Keep on
 _HEADER_BYTES = 8
 _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by -v count
 
@@ -75,8 +75,8 @@ def run(
         click.echo(NIL_WARNING, err=True)
     if backend not in _RUNNABLE:
         raise BackendUnavailableError(
-            f"the {backend} backend cannot run workloads with this donjon yet; only nil can. "
-            "Run `donjon platform info` to see which backends this machine supports"
+            f"the {backend} backend cannot run workloads with this donjon yet; only nil and kvm "
+            "can. Run `donjon platform info` to see which backends this machine supports"
         )
     if args[:1] == ("--",):
         # With interspersed options off, click passes the "--" after MODULE through.
@@ -88,6 +88,8 @@ def run(
             raise UsageError(
                 f"argument {arg!r} is not valid UTF-8, which WASI arguments must be"
             ) from e
+    if backend == "kvm":
+        return _run_kvm(wasmcfgfile, module, args)
 
     # The keep process starts first and loads wasmtime while this process reads the config;
     # if anything below fails, leaving the `with` block cancels it.
@@ -110,6 +112,49 @@ def run(
         )
         keep.send(request.encode())
         return keep.wait()
+
+
+def _run_kvm(wasmcfgfile: Path | None, module: Path, args: tuple[str, ...]) -> int:
+    """Run in a QEMU micro-VM: the config and module are read here, then the VM boots.
+
+    Unlike nil, nothing is started before the config is checked: a VM costs seconds, and a
+    config that the kvm backend refuses (sockets, [[dirs]]) should not cost them.
+    """
+    import hashlib
+
+    from donjon.backends.kvm.launcher import KVM_WARNING, TCG_NOTICE, KvmKeepLoader, memory_for
+    from donjon.backends.kvm.qemu import Accel
+    from donjon.keep.config import FileKind, WorkloadConfig, load_config
+    from donjon.keep.errors import UnsupportedConfigError
+    from donjon.keep.module import read_module_file
+    from donjon.keep.vmguest import kvm_config_problem
+    from donjon.wire.frames import MAX_MODULE_BYTES, WorkloadFrame, encode_frame
+
+    config = load_config(wasmcfgfile) if wasmcfgfile is not None else WorkloadConfig()
+    problem = kvm_config_problem(config)
+    if problem is not None:
+        raise UnsupportedConfigError(problem)
+    _check_module(module)
+    wasm = read_module_file(module, max_bytes=MAX_MODULE_BYTES)
+    request = encode_frame(
+        WorkloadFrame(
+            config=config.to_dict(),
+            module=wasm,
+            module_sha256=hashlib.sha256(wasm).digest(),
+            program=module.name,
+            args=args,
+        )
+    )
+    loader = KvmKeepLoader(
+        memory_mib=memory_for(len(wasm), config.limits.memory_mib),
+        forward_stdin=any(f.kind is FileKind.STDIN for f in config.effective_files()),
+        timeout_s=config.limits.timeout_s,
+        on_notice=lambda line: click.echo(line, err=True),
+    )
+    click.echo(KVM_WARNING, err=True)
+    if loader.accel is Accel.TCG:
+        click.echo(TCG_NOTICE, err=True)
+    return loader.run(request)
 
 
 def _check_module(path: Path) -> None:
