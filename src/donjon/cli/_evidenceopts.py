@@ -8,6 +8,7 @@ option names, the same help and the same messages for the same mistakes.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,10 +25,12 @@ from donjon.crypto.binding import MAX_NONCE_BYTES
 from donjon.endorse.config import (
     DEFAULT_KDS_URL,
     DEFAULT_PCS_URL,
+    UPSTREAM_RATE_PER_SECOND,
     FetchConfig,
+    UpstreamBudget,
     default_cache_dir,
 )
-from donjon.errors import Error
+from donjon.errors import ConfigError, Error
 
 if TYPE_CHECKING:
     from donjon.endorse.fetcher import Completion
@@ -86,6 +89,10 @@ def evidence_options(*, at_help: str) -> Callable[[F], F]:
 
 PCS_API_KEY_ENV = "DONJON_PCS_API_KEY"
 """The environment variable that holds an Intel PCS API key (never a flag: flags show in ``ps``)."""
+
+FETCH_RATE_ENV = "DONJON_FETCH_RATE"
+"""The environment variable that tunes the request budget per service host (requests per second,
+bursts of twice as many): an operator's knob, for a Steward in front of its own PCCS or mirror."""
 
 # The options that only mean something together with the fetch flag.
 _FETCH_DETAILS = ("kds_url", "pcs_url", "cache_dir", "kds_product", "kds_crl")
@@ -154,7 +161,7 @@ def fetch_config(
 
     Raises:
         InputError: a fetch option given on the command line without the fetch flag.
-        ConfigError: a URL that is not an http(s) base URL.
+        ConfigError: a URL that is not an http(s) base URL, or a bad ``DONJON_FETCH_RATE``.
     """
     if not fetch:
         ctx = click.get_current_context(silent=True)
@@ -169,8 +176,25 @@ def fetch_config(
         kds_product=ProductFamily(kds_product) if kds_product else None,
         amd_crl=kds_crl,
         cache_dir=cache_dir if cache_dir is not None else default_cache_dir(os.environ),
+        budget=_budget(os.environ.get(FETCH_RATE_ENV)),
         pcs_api_key=os.environ.get(PCS_API_KEY_ENV) or None,
     )
+
+
+def _budget(rate: str | None) -> UpstreamBudget:
+    """``DONJON_FETCH_RATE`` as a budget (unset or empty: the default)."""
+    if not rate:
+        return UpstreamBudget()
+    try:
+        value = float(rate.strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{FETCH_RATE_ENV}={rate[:40]!r} is not a positive number of requests per second to "
+            f"each service host; write e.g. {UPSTREAM_RATE_PER_SECOND:g}, or unset it"
+        )
+    return UpstreamBudget.per_second(value)
 
 
 def complete_endorsements(
@@ -240,6 +264,7 @@ __all__ = [
     "EXIT_ACCEPTED",
     "EXIT_REJECTED",
     "EXIT_UNUSABLE",
+    "FETCH_RATE_ENV",
     "PCS_API_KEY_ENV",
     "PLATFORMS",
     "complete_endorsements",

@@ -4,7 +4,9 @@ Does: given evidence, its platform and the endorsements a caller already has, wo
 missing (``plan``: a VCEK and the ASK/ARK chain, optionally AMD's CRL; Intel TCB info, QE
 identity, the PCK CA and root CA CRLs and their issuer chains), take it from memory, an on-disk
 cache or the service (``fetcher``, ``cache``, ``_http``), and return an
-:class:`~donjon.attestation.result.Endorsements` value that the verifiers take unchanged.
+:class:`~donjon.attestation.result.Endorsements` value that the verifiers take unchanged. It
+spares the services (``upstream``): a failed fetch is remembered for a while, each service host
+has a request budget, and a service's HTTP 429 pauses every request to it.
 
 Does not: verify anything, or trust anything it fetched. The verifiers check every signature,
 chain, CRL and date on every use, so the cache is a performance feature, not a trust anchor
@@ -37,6 +39,7 @@ _EXPORTS = {
     "DEFAULT_PCS_URL": "config",
     "FetchConfig": "config",
     "Timeouts": "config",
+    "UpstreamBudget": "config",
     "default_cache_dir": "config",
     "EndorsementCache": "cache",
     "Document": "documents",
@@ -44,6 +47,7 @@ _EXPORTS = {
     "Completion": "fetcher",
     "EndorsementFetcher": "fetcher",
     "FetchedDocument": "fetcher",
+    "FetchOutcome": "fetcher",
     "Origin": "fetcher",
     "DocumentKind": "plan",
     "DocumentRequest": "plan",

@@ -11,6 +11,8 @@ Rule 4: one retry at most for each of: a connection that could not be made; HTTP
 a ``Retry-After`` of at most the configured cap (1 s when absent).
 Rule 5: every failure is one :class:`~donjon.endorse.errors.EndorsementFetchError` that names
 the URL, what went wrong, and what to do.
+Rule 6: every HTTP 429 or 503 is reported to *on_busy* as it arrives (before the retry wait), so
+the fetcher can pause the whole service host at once (:mod:`donjon.endorse.upstream`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Downloader:
         pcs_api_key: sent to requests that allow it; never logged.
         transport: an httpx transport (tests); the default one otherwise.
         sleep, monotonic: the waiting and the stopwatch (tests may pass their own).
+        on_busy: called with the request, the status and the ``Retry-After`` it came with
+            (seconds, None when absent or an HTTP date) on every HTTP 429 or 503 (rule 6).
     """
 
     def __init__(
@@ -89,12 +93,14 @@ class Downloader:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        on_busy: Callable[[DocumentRequest, int, float | None], None] | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._api_key = pcs_api_key
         self._transport = transport
         self._sleep = sleep
         self._monotonic = monotonic
+        self._on_busy = on_busy
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -211,7 +217,11 @@ class Downloader:
         status = r.status_code
         service, url, hint = request.service, request.url, request.hint
         if status in _RETRYABLE_STATUSES:
-            wait = _retry_after(r.headers.get("retry-after"))
+            header = r.headers.get("retry-after")
+            wait = _retry_after(header)
+            asked = wait if header is not None else None  # what the service itself said
+            if self._on_busy is not None:
+                self._on_busy(request, status, asked)
             if (
                 may_retry_busy
                 and wait is not None
@@ -229,6 +239,7 @@ class Downloader:
                 url=url,
                 problem=problem,
                 status_code=status,
+                retry_after=asked,
             )
         if 300 <= status < 400:
             where = r.headers.get("location", "?")[:200]

@@ -7,6 +7,7 @@ EndorsementFetcher` does the I/O.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,15 @@ arrive, so a transfer ends at most one silence after :data:`TOTAL_TIMEOUT_SECOND
 MAX_RETRY_AFTER_SECONDS: Final = 5.0
 """Longest ``Retry-After`` honoured after HTTP 429/503 (seconds); a longer one fails at once."""
 
+UPSTREAM_RATE_PER_SECOND: Final = 10.0
+"""Requests per second one process may send to one service host, sustained. A Steward needs two
+KDS requests per new (chip, TCB) and four PCS requests per FMSPC and month; ten a second is far
+above that and far below what would get a client rate-limited."""
+
+UPSTREAM_BURST: Final = 20
+"""Requests one process may send to one service host at once after a quiet spell (count): the
+first Keeps of a new fleet arrive together."""
+
 _MAX_URL_CHARS = 2048
 _CACHE_SUBDIR = ("donjon", "endorsements")
 
@@ -61,6 +71,46 @@ class Timeouts:
                 )
         if self.max_retry_after < 0:
             raise ConfigError("max_retry_after must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBudget:
+    """How many requests one process may send to each service host: a token bucket.
+
+    Attributes:
+        rate: tokens added per second (requests per second, sustained).
+        burst: the bucket's size (requests at once after a quiet spell).
+    """
+
+    rate: float = UPSTREAM_RATE_PER_SECOND
+    burst: int = UPSTREAM_BURST
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", _checked_rate(self.rate))
+        if isinstance(self.burst, bool) or self.burst < 1:
+            raise ConfigError(
+                f"the upstream burst must be a whole number of requests, at least 1, got "
+                f"{self.burst!r}"
+            )
+
+    @classmethod
+    def per_second(cls, rate: float) -> UpstreamBudget:
+        """*rate* requests per second, in bursts of up to twice as many (at least 1).
+
+        Raises:
+            ConfigError: *rate* is not a positive, finite number.
+        """
+        rate = _checked_rate(rate)
+        return cls(rate=rate, burst=max(1, math.ceil(2 * rate)))
+
+
+def _checked_rate(rate: float) -> float:
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(
+            f"the upstream request rate must be a positive number of requests per second, got "
+            f"{rate!r}"
+        )
+    return float(rate)
 
 
 def service_url(value: str, *, option: str) -> str:
@@ -125,6 +175,8 @@ class FetchConfig:
             caller gave none.
         cache_dir: the on-disk cache; None keeps documents in memory only.
         timeouts: how long fetching may take.
+        budget: how many requests per second this process may send to each service host
+            (docs/attestation/endorsements.md, "Protecting the services").
         pcs_api_key: sent as ``Ocp-Apim-Subscription-Key`` to *pcs_url* only; never logged or
             shown (Intel PCS v4 needs none for what donjon fetches).
     """
@@ -136,6 +188,7 @@ class FetchConfig:
     amd_crl: bool = False
     cache_dir: Path | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    budget: UpstreamBudget = field(default_factory=UpstreamBudget)
     pcs_api_key: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,8 +228,11 @@ __all__ = [
     "MAX_RETRY_AFTER_SECONDS",
     "SILENCE_TIMEOUT_SECONDS",
     "TOTAL_TIMEOUT_SECONDS",
+    "UPSTREAM_BURST",
+    "UPSTREAM_RATE_PER_SECOND",
     "FetchConfig",
     "Timeouts",
+    "UpstreamBudget",
     "default_cache_dir",
     "service_url",
 ]

@@ -27,6 +27,11 @@ class FetchProblem(enum.StrEnum):
     TOO_LARGE = "too-large"
     MALFORMED = "malformed"
     BUSY = "busy"
+    PAUSED = "paused"
+    """The service asked us to slow down (HTTP 429, or 503 with ``Retry-After``): nothing goes
+    to its host until the time it named."""
+    BUDGET_EXHAUSTED = "budget-exhausted"
+    """This process's request budget for the service's host is spent for now."""
 
 
 class EndorsementFetchError(TransportError):
@@ -36,15 +41,29 @@ class EndorsementFetchError(TransportError):
         url: the URL asked for (never carries credentials).
         problem: what went wrong.
         status_code: the HTTP status, when the service answered with one.
+        retry_after: the ``Retry-After`` the service sent with HTTP 429 or 503 (seconds), if
+            it sent one we read (delta-seconds).
+        retry_in: when the failure was not a request of this fetch but a remembered failure, a
+            paused service or a spent budget: how long until the URL may be asked for again
+            (seconds); None for the failure of a request just made.
     """
 
     def __init__(
-        self, message: str, *, url: str, problem: FetchProblem, status_code: int | None = None
+        self,
+        message: str,
+        *,
+        url: str,
+        problem: FetchProblem,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        retry_in: float | None = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.problem = problem
         self.status_code = status_code
+        self.retry_after = retry_after
+        self.retry_in = retry_in
 
 
 class EndorsementTimeoutError(EndorsementFetchError, TransportTimeoutError):

@@ -9,7 +9,13 @@ of another chip, TCB info for another FMSPC) is passed on but never remembered.
 Rule 3: one fetch per document at a time: threads wanting the same document wait for the first
 one's answer instead of asking the service again, and at most :data:`MAX_PARALLEL_FETCHES` go to
 the network at once (AMD KDS rate-limits).
-Rule 4: the wall clock is read only through the injected *clock*, to stamp fetch times.
+Rule 4: the wall clock is read only through the injected *clock*, to stamp fetch times; the
+protections of rule 5 run on the injected *monotonic* stopwatch.
+Rule 5: the services are protected from us (:mod:`donjon.endorse.upstream`): after memory and
+disk, a URL whose fetch failed lately fails at once with its remembered error; a host the
+service asked us to leave alone (HTTP 429) is not contacted until the time it named; and each
+host's request budget (a token bucket) must have a token, or the fetch fails at once.
+Rule 6: every document asked for is counted by its :class:`FetchOutcome` (Steward's metrics).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -30,6 +37,7 @@ from donjon.endorse.config import FetchConfig
 from donjon.endorse.documents import Document, DocumentError, read_document
 from donjon.endorse.errors import EndorsementFetchError, FetchProblem
 from donjon.endorse.plan import DocumentRequest, Plan, plan_endorsements
+from donjon.endorse.upstream import UpstreamGuard
 
 if TYPE_CHECKING:
     import httpx
@@ -56,6 +64,33 @@ class Origin(enum.StrEnum):
     MEMORY = "memory"
     CACHE = "cache"
     NETWORK = "network"
+
+
+class FetchOutcome(enum.StrEnum):
+    """What became of one document asked for (rule 6)."""
+
+    MEMORY = "memory"
+    """Found in this process's memory."""
+    CACHE = "cache"
+    """Read from the disk cache."""
+    FETCHED = "fetched"
+    """Fetched from the service."""
+    FAILED = "failed"
+    """Asked of the service, which failed (the failure is then remembered)."""
+    REMEMBERED = "remembered"
+    """Refused at once: the same URL failed lately (a remembered failure)."""
+    PAUSED = "paused"
+    """Refused at once: the service asked us to slow down (HTTP 429)."""
+    BUDGET_EXHAUSTED = "budget-exhausted"
+    """Refused at once: the host's request budget is spent."""
+    BUSY = "busy"
+    """Refused: too many fetches in flight in this process for too long."""
+
+
+_OUTCOME_OF_REFUSAL: Final[Mapping[FetchProblem, FetchOutcome]] = {
+    FetchProblem.PAUSED: FetchOutcome.PAUSED,
+    FetchProblem.BUDGET_EXHAUSTED: FetchOutcome.BUDGET_EXHAUSTED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +174,11 @@ class EndorsementFetcher:
     Thread-safe: Steward shares one per worker process between its request threads.
 
     Args:
-        config: where to fetch from, the cache directory, time limits.
+        config: where to fetch from, the cache directory, time limits, the request budget.
         clock: the wall clock, only to stamp fetch times (rule 4).
         transport: an httpx transport (tests); the default one otherwise.
+        monotonic: the stopwatch of remembered failures, budgets and pauses (rule 5); tests
+            pass one they advance by hand.
 
     Example::
 
@@ -156,9 +193,11 @@ class EndorsementFetcher:
         *,
         clock: Callable[[], datetime],
         transport: httpx.BaseTransport | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._clock = clock
+        self._monotonic = monotonic
         self._transport = transport
         self._downloader: Downloader | None = None
         self._disk = EndorsementCache(config.cache_dir) if config.cache_dir is not None else None
@@ -166,6 +205,8 @@ class EndorsementFetcher:
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._network = threading.BoundedSemaphore(MAX_PARALLEL_FETCHES)
+        self._guard = UpstreamGuard(config.budget)
+        self._outcomes = dict.fromkeys(FetchOutcome, 0)
 
     def __enter__(self) -> EndorsementFetcher:
         return self
@@ -186,6 +227,11 @@ class EndorsementFetcher:
             downloader.close()
 
     # -- the API -----------------------------------------------------------------------------
+
+    def outcomes(self) -> Mapping[FetchOutcome, int]:
+        """How many documents asked for ended each way so far (a snapshot; rule 6)."""
+        with self._lock:
+            return dict(self._outcomes)
 
     def plan(
         self, platform: Platform, evidence: bytes, endorsements: Endorsements, *, now: datetime
@@ -214,6 +260,7 @@ class EndorsementFetcher:
             if remembered is None:
                 return None
             documents.append(remembered.document)
+        self._count(FetchOutcome.MEMORY, len(documents))
         return _merge(endorsements, documents)
 
     def complete(
@@ -262,17 +309,42 @@ class EndorsementFetcher:
                 lock = self._key_locks[key] = threading.Lock()
             return lock
 
+    def _count(self, outcome: FetchOutcome, n: int = 1) -> None:
+        with self._lock:
+            self._outcomes[outcome] += n
+
     def _obtain(self, request: DocumentRequest, now: datetime) -> tuple[Document, FetchedDocument]:
         key = request.cache_key
         with self._key_lock(key):
             remembered = self._remembered(request, now)
             if remembered is not None:
+                self._count(FetchOutcome.MEMORY)
                 return remembered.document, self._record(request, Origin.MEMORY, remembered)
             if self._disk is not None:
                 cached = self._from_disk(request, now)
                 if cached is not None:
+                    self._count(FetchOutcome.CACHE)
                     return cached.document, self._record(request, Origin.CACHE, cached)
-            return self._from_network(request)
+            # Rule 5, after memory and disk: a document at hand is never refused. Threads that
+            # waited on the key lock for a fetch that failed find its failure remembered here.
+            failure = self._guard.recall(request.url, now=self._monotonic())
+            if failure is not None:
+                self._count(FetchOutcome.REMEMBERED)
+                raise failure
+            try:
+                self._guard.admit(request, now=self._monotonic())
+            except EndorsementFetchError as e:
+                self._count(_OUTCOME_OF_REFUSAL[e.problem])
+                raise
+            try:
+                fetched = self._from_network(request)
+            except EndorsementFetchError as e:
+                self._guard.remember(e, now=self._monotonic())
+                ours = e.problem is FetchProblem.BUSY and e.status_code is None
+                self._count(FetchOutcome.BUSY if ours else FetchOutcome.FAILED)
+                raise
+            self._count(FetchOutcome.FETCHED)
+            return fetched
 
     def _record(
         self, request: DocumentRequest, origin: Origin, remembered: _Remembered
@@ -359,8 +431,24 @@ class EndorsementFetcher:
                     timeouts=self.config.timeouts,
                     pcs_api_key=self.config.pcs_api_key,
                     transport=self._transport,
+                    on_busy=self._service_busy,
                 )
             return self._downloader
+
+    def _service_busy(
+        self, request: DocumentRequest, status: int, retry_after: float | None
+    ) -> None:
+        paused = self._guard.service_busy(
+            request, status=status, retry_after=retry_after, now=self._monotonic()
+        )
+        if paused is not None:
+            _logger.warning(
+                "%s answered HTTP %d for %s; no request goes to it for %.0f s",
+                request.service,
+                status,
+                request.url,
+                paused,
+            )
 
 
 def _size(body: bytes, chain: bytes | None) -> int:
@@ -377,6 +465,7 @@ __all__ = [
     "MEMORY_ENTRIES",
     "Completion",
     "EndorsementFetcher",
+    "FetchOutcome",
     "FetchedDocument",
     "Origin",
 ]

@@ -179,7 +179,10 @@ class StewardApp:
     ) -> None:
         self.core = core
         self.body_read_seconds = body_read_seconds
-        self.metrics = metrics or Metrics(replay_cache_size=lambda: len(core.nonces))
+        self.metrics = metrics or Metrics(
+            replay_cache_size=lambda: len(core.nonces),
+            endorsement_fetches=core.endorsement_outcomes if core.fetches_endorsements else None,
+        )
         self.max_body_bytes = max_body_bytes
         self._routes: dict[str, dict[str, Handler]] = {
             "/v1/nonce": {"GET": self.nonce},
@@ -345,8 +348,12 @@ class StewardApp:
         status = status_for(e)
         name = type(e).__name__
         self.metrics.observe_verdict(accepted=False, reason=name)
-        if status >= 500:
+        if status >= 500 and getattr(e, "retry_in", None) is None:
             _logger.error("request failed: %s: %s", name, e.diagnostics())
+        elif status >= 500:
+            # A remembered endorsement failure, a paused service or a spent fetch budget: no
+            # upstream request was made, and a client must not be able to flood the log with them.
+            _logger.info("refused without fetching (%d %s): %s", status, name, e.diagnostics())
         else:
             _logger.info("rejected (%d %s): %s", status, name, e.diagnostics())
         reply = _error(status, name, e.diagnostics(), text=text)

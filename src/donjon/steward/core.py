@@ -396,6 +396,14 @@ class StewardCore:
         """Whether this core completes clients' endorsements (an :class:`EndorsementSource`)."""
         return self._endorsements is not None
 
+    def endorsement_outcomes(self) -> dict[str, int]:
+        """How the endorsement documents asked of the source ended, by outcome, for the metrics
+        (``donjon.endorse.FetchOutcome``); empty without a source or one that does not count."""
+        outcomes = getattr(self._endorsements, "outcomes", None)
+        if not callable(outcomes):
+            return {}
+        return {str(outcome): int(n) for outcome, n in outcomes().items()}
+
     def endorse_without_io(self, request: AttestRequest) -> AttestRequest | None:
         """*request* with its endorsements completed, if that needs no I/O; else None.
 

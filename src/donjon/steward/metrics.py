@@ -9,6 +9,7 @@ status codes, error class names), so cardinality stays bounded whatever clients 
     donjon_steward_certificates_issued_total                  counter
     donjon_steward_nonces_issued_total                        counter
     donjon_steward_replay_cache_entries                       gauge
+    donjon_steward_endorsement_fetches_total{outcome}         counter  (with --fetch-endorsements)
 
 Each uvicorn worker process keeps its own numbers; scrape each worker, or run one per pod.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
     0.001,
@@ -77,9 +78,18 @@ class Metrics:
 
     Args:
         replay_cache_size: reads the current replay-cache size at render time.
+        endorsement_fetches: reads, at render time, how many endorsement documents ended each
+            way (``donjon.endorse.FetchOutcome`` values: ``memory``, ``cache``, ``fetched``,
+            ``failed``, ``remembered``, ``paused``, ``budget-exhausted``, ``busy``); None when
+            Steward fetches nothing.
     """
 
-    def __init__(self, *, replay_cache_size: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self,
+        *,
+        replay_cache_size: Callable[[], int] = lambda: 0,
+        endorsement_fetches: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str], int] = {}
         self._latency: dict[str, _Histogram] = {}
@@ -87,6 +97,7 @@ class Metrics:
         self._issued = 0
         self._nonces = 0
         self._replay_cache_size = replay_cache_size
+        self._endorsement_fetches = endorsement_fetches
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""
@@ -164,6 +175,14 @@ class Metrics:
             f"# TYPE {name} gauge",
             f"{name} {self._replay_cache_size()}",
         ]
+        if self._endorsement_fetches is not None:
+            name = f"{_PREFIX}_endorsement_fetches_total"
+            out += [
+                f"# HELP {name} Endorsement documents asked for, by outcome.",
+                f"# TYPE {name} counter",
+            ]
+            for outcome, n in sorted(self._endorsement_fetches().items()):
+                out.append(f"{name}{_labels((('outcome', outcome),))} {n}")
         return "\n".join(out) + "\n"
 
 
