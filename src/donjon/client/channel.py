@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import ssl
 import threading
-from types import TracebackType
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from donjon._closing import Closing
 from donjon.errors import (
     ChainError,
     ConnectError,
@@ -66,7 +66,7 @@ class RelayRefusedError(ConnectError):
         self.status_code = status_code
 
 
-class KeepChannel:
+class KeepChannel(Closing):
     """A TLS client session to a Keep through a relay WebSocket.
 
     Args:
@@ -103,17 +103,6 @@ class KeepChannel:
         self._eof = False
         self.closed_by: str | None = None
         """How the relay closed, if it said (``4410: the Keep has finished``)."""
-
-    def __enter__(self) -> KeepChannel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def handshake(self) -> bytes:
         """Run the TLS handshake; return the Keep's certificate (DER).

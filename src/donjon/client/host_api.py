@@ -11,11 +11,11 @@ from __future__ import annotations
 import http.client
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from donjon import errors
+from donjon._closing import Closing
 from donjon.errors import (
     ConnectError,
     DecodeError,
@@ -71,7 +71,7 @@ class KeepInfo:
         return info
 
 
-class HostClient:
+class HostClient(Closing):
     """Talks to one keep manager.
 
     Args:
@@ -96,17 +96,6 @@ class HostClient:
         self._port = port
         self._base_path = parts.path.rstrip("/")
         self._conn: http.client.HTTPConnection | None = None
-
-    def __enter__(self) -> HostClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._conn is not None:

@@ -28,9 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
+from donjon._closing import Closing
 from donjon.attestation.result import Endorsements, Platform
 from donjon.endorse.cache import CacheEntry, EndorsementCache
 from donjon.endorse.config import FetchConfig
@@ -168,7 +168,7 @@ def _merge(given: Endorsements, documents: Iterable[Document]) -> Endorsements:
     return Endorsements(certs=tuple(certs), collateral=tuple(collateral))
 
 
-class EndorsementFetcher:
+class EndorsementFetcher(Closing):
     """Completes endorsements from AMD KDS and Intel PCS (or stand-ins), with caching.
 
     Thread-safe: Steward shares one per worker process between its request threads.
@@ -207,17 +207,6 @@ class EndorsementFetcher:
         self._network = threading.BoundedSemaphore(MAX_PARALLEL_FETCHES)
         self._guard = UpstreamGuard(config.budget)
         self._outcomes = dict.fromkeys(FetchOutcome, 0)
-
-    def __enter__(self) -> EndorsementFetcher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection pool (the caches stay)."""

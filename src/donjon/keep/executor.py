@@ -50,11 +50,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import wasmtime
 
+from donjon._closing import Closing
 from donjon.errors import ConfigError, WorkloadError
 from donjon.keep.cache import CacheKey, CacheStatus, ModuleCache
 from donjon.keep.config import DEFAULT_ARGV0, FileKind
@@ -340,7 +340,7 @@ class StreamingStdio:
 Stdio = InheritedStdio | CapturedStdio | StreamingStdio
 
 
-class KeepRuntime:
+class KeepRuntime(Closing):
     """Engines, linker, compiled modules and the epoch ticker, shared by many runs.
 
     Thread-safe: runs may happen in parallel threads (wasm runs with the GIL released).
@@ -363,17 +363,6 @@ class KeepRuntime:
         self._engines: dict[bool, _EngineState] = {}
         self._memo: OrderedDict[tuple[bool, str], LoadedModule] = OrderedDict()
         self.last_cache_status: CacheStatus | None = None
-
-    def __enter__(self) -> KeepRuntime:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the epoch tickers and drop compiled modules. Idempotent."""

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import httpx
 
 from donjon import __version__
+from donjon._closing import Closing
 from donjon.errors import ConnectError, NotFoundError, TransportTimeoutError
 from donjon.registry._transport import DirectGet, LargeReadTransport, SizedBuffer
 from donjon.registry.credentials import Challenge, Credentials, parse_challenges
@@ -162,7 +163,7 @@ BlobSource = bytes | Callable[[], Iterator[bytes]]
 """Blob content: bytes, or a factory of a fresh iterator (so a request can be sent again)."""
 
 
-class RegistryClient:
+class RegistryClient(Closing):
     """A client for one registry (``host[:port]``).
 
     Args:
@@ -233,12 +234,6 @@ class RegistryClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RegistryClient({self._base!r})"

@@ -25,13 +25,13 @@ import hashlib
 import hmac
 import ssl
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
 from cryptography import x509
 
 import donjon.errors as errors
+from donjon._closing import Closing
 from donjon.attestation.result import Endorsements, Platform
 from donjon.crypto.ca import (
     certificate_der,
@@ -181,7 +181,7 @@ def check_issued(
     )
 
 
-class StewardClient:
+class StewardClient(Closing):
     """Talks to one Steward.
 
     Args:
@@ -207,17 +207,6 @@ class StewardClient:
         self._http = httpx.Client(
             base_url=self.url, verify=tls, timeout=timeout, transport=transport
         )
-
-    def __enter__(self) -> StewardClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection pool."""
