@@ -2,8 +2,9 @@
 
 Run from the repository root after ``python examples/build.py``::
 
-    python benchmarks/bench_deploy.py             # about a minute
+    python benchmarks/bench_deploy.py             # about two minutes
     python benchmarks/bench_deploy.py --check     # exit 1 when a goal is missed
+    python benchmarks/bench_deploy.py --burst-only  # only 6.: bursts, --spares 1 against 4
 
 Everything is real and on loopback: ``donjon host serve`` and ``donjon steward serve --policy dev``
 run as processes, each Keep is a keep loader and a keep runtime process (nil backend), and the
@@ -29,6 +30,12 @@ goals in brackets):
    session, all at the same time. [all 20 answer]
 5. Memory per idle Keep: RSS (and PSS, which splits shared pages fairly) of its loader and keep
    runtime, waiting for their client; and of the one spare pair.
+6. Bursts: ``--burst`` deploys (6) fired at once, request to first output byte (median and
+   max), against a keep manager with ``--spares 1`` and one with ``--spares 4`` (``--burst-spares``)
+   in the same run, ``--burst-rounds`` times each, every round once the pool is full and warm;
+   how each Keep started (warm spare, spare still warming up, cold, from its ``loader.log``), and
+   the memory of one idle spare pair. The deploys run on threads of this process (the client's
+   own CPU is shared, the same for both pool sizes).
 
 Prints a table and writes ``benchmarks/results/deploy.json`` with the load average: on a shared
 2-core machine the load moves every number. This is a benchmark, not a test.
@@ -375,14 +382,169 @@ def _keep_pids(keep_dir: Path) -> list[int]:
     return [loader, *_children(loader)]
 
 
-def _spare_pids(manager_pid: int) -> list[int]:
+def _idle_spares(manager_pid: int) -> list[int]:
+    """The manager's spare loaders still waiting for a Keep: started with ``--spare`` and still
+    writing to a pipe (a spare's stdout goes to the manager until its Keep's log replaces it)."""
+    idle = []
     for pid in _children(manager_pid):
         try:
-            if b"--spare" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return [pid, *_children(pid)]
+            if b"--spare" in Path(f"/proc/{pid}/cmdline").read_bytes() and os.readlink(
+                f"/proc/{pid}/fd/1"
+            ).startswith("pipe:"):
+                idle.append(pid)
         except OSError:
             continue
-    return []
+    return idle
+
+
+def _runtime_waiting(spare: int) -> bool:
+    """Whether the spare's keep runtime has warmed up: it blocks in read(2) on its launch pipe
+    (``/proc/PID/syscall``, x86-64 numbering; what the loader itself watches)."""
+    for runtime in _children(spare):
+        try:
+            return Path(f"/proc/{runtime}/syscall").read_text().split()[0] == "0"
+        except (OSError, IndexError):
+            return False
+    return False
+
+
+def _wait_for_warm_pool(manager_pid: int, spares: int) -> list[int]:
+    """Wait until *spares* idle spares have warmed up, then a second for the host to settle."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        idle = _idle_spares(manager_pid)
+        if len(idle) >= spares and all(_runtime_waiting(p) for p in idle):
+            time.sleep(1.0)
+            return idle
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{spares} warm spares did not appear (found {len(idle)})")
+        time.sleep(0.02)
+
+
+def _how_started(keep_dir: Path) -> str:
+    """``warm``, ``warming`` or ``cold``: the first line of the Keep's ``loader.log``."""
+    try:
+        first = (keep_dir / "loader.log").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return "unknown"
+    if first.startswith("donjon loader: started from a warm spare"):
+        return "warm"
+    if first.startswith("donjon loader: started from a spare still warming up"):
+        return "warming"
+    if first.startswith("donjon loader: started cold"):
+        return "cold"
+    return "unknown"
+
+
+def _burst(ns: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    """6.: *ns.burst* deploys at once against each pool size of *ns.burst_spares*."""
+    from donjon.client.host_api import HostClient
+
+    out: dict[str, Any] = {}
+    for spares in ns.burst_spares:
+        state = tmp / f"burst-host-{spares}"
+        args = ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)]
+        with _service([*args, "--spares", str(spares)], tmp / f"burst-{spares}.log", env) as host:
+            token = (state / "admin.token").read_text().strip()
+            firsts: list[float] = []
+            started: dict[str, int] = {"warm": 0, "warming": 0, "cold": 0, "unknown": 0}
+            loads: list[float] = []
+            spare_rss: list[float] = []
+            spare_pss: list[float] = []
+            for _ in range(ns.burst_rounds):
+                idle = _wait_for_warm_pool(host.proc.pid, spares)
+                for pid in idle:
+                    pair = [pid, *_children(pid)]
+                    spare_rss.append(sum(_proc_kib(p, "VmRSS", "status") for p in pair) / 1024)
+                    spare_pss.append(sum(_proc_kib(p, "Pss", "smaps_rollup") for p in pair) / 1024)
+                with HostClient(host.url, token=token) as client:
+                    before = {k.id for k in client.list_keeps()}
+                loads.append(os.getloadavg()[0])
+                with ThreadPoolExecutor(ns.burst) as pool:
+                    deploys = [
+                        pool.submit(_library_deploy, host.url, token, None, None)
+                        for _ in range(ns.burst)
+                    ]
+                    runs = [d.result() for d in deploys]
+                firsts += [first for first, _ in runs]
+                with HostClient(host.url, token=token) as client:
+                    new = [k.id for k in client.list_keeps() if k.id not in before]
+                for keep_id in new:
+                    started[_how_started(state / "keeps" / keep_id)] += 1
+            out[str(spares)] = {
+                "first_byte": _stats(firsts),
+                "started": started,
+                "load_average_1min": [round(x, 2) for x in loads],
+                "idle_spare_pair_mib": {
+                    "rss_median": round(statistics.median(spare_rss), 1),
+                    "pss_median": round(statistics.median(spare_pss), 1),
+                },
+            }
+    return out
+
+
+def _spare_pids(manager_pid: int) -> list[int]:
+    """One idle spare pair (loader and keep runtime), if the manager has one."""
+    idle = _idle_spares(manager_pid)
+    return [idle[0], *_children(idle[0])] if idle else []
+
+
+def _burst_rows(burst: dict[str, Any], size: int) -> list[tuple[str, str]]:
+    rows = []
+    for spares, r in burst.items():
+        s, n = r["first_byte"], r["started"]
+        rows += [
+            (
+                f"{size} deploys at once, --spares {spares}: first byte",
+                f"median {s['median_ms']:.0f} ms, max {s['max_ms']:.0f} ms (n {s['n']})",
+            ),
+            (
+                "  Keeps started: warm / still warming / cold",
+                f"{n['warm']} / {n['warming']} / {n['cold']}",
+            ),
+            ("  load average before each burst", ", ".join(map(str, r["load_average_1min"]))),
+            (
+                "  idle spare pair, RSS / PSS",
+                f"{r['idle_spare_pair_mib']['rss_median']} / "
+                f"{r['idle_spare_pair_mib']['pss_median']} MiB",
+            ),
+        ]
+    return rows
+
+
+def _report_burst(
+    burst: dict[str, Any],
+    ns: argparse.Namespace,
+    argv: list[str] | None,
+    load_before: tuple[float, float, float],
+    tmp: Path,
+) -> int:
+    """``--burst-only``: print 6. and write ``benchmarks/results/deploy-burst.json``."""
+    import shutil
+
+    load_after = os.getloadavg()
+    path = RESULTS.with_name("deploy-burst.json")
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": pyplatform.python_version(),
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+        },
+        "command": "python benchmarks/bench_deploy.py " + " ".join(argv or sys.argv[1:]),
+        "burst": burst,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    rows = _burst_rows(burst, ns.burst)
+    width = max(len(name) for name, _ in rows)
+    print(f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"wrote {path.relative_to(REPO)}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -396,10 +558,24 @@ def main(argv: list[str] | None = None) -> int:
         "--gap", type=float, default=1.5, help="seconds between deploys (the spare warms up)"
     )
     parser.add_argument(
-        "--no-spare", action="store_true", help="run the keep manager without its warm spare"
+        "--spares", type=int, default=1, help="warm spares of the keep manager in 1.-5."
     )
+    parser.add_argument(
+        "--no-spare", action="store_true", help="run the keep manager without spares (--spares 0)"
+    )
+    parser.add_argument("--burst", type=int, default=6, help="deploys fired at once in 6.")
+    parser.add_argument(
+        "--burst-spares",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 4],
+        help="pool sizes compared in 6. (comma-separated; default 1,4)",
+    )
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts per pool size in 6.")
+    parser.add_argument("--burst-only", action="store_true", help="measure only 6. (~1 minute)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     ns = parser.parse_args(argv)
+    if ns.no_spare:
+        ns.spares = 0
     if not (EXAMPLES / "hello.wasm").exists():
         raise SystemExit("examples not built: python examples/build.py")
     load_before = os.getloadavg()
@@ -409,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     module = (EXAMPLES / "hello.wasm").read_bytes()
     results: dict[str, Any] = {}
     rows: list[tuple[str, str]] = []
+    if ns.burst_only:
+        return _report_burst(_burst(ns, tmp, env), ns, argv, load_before, tmp)
 
     from donjon.client.host_api import HostClient
     from donjon.crypto.ca import load_certificate
@@ -418,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         _service(
             [
                 *("host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)),
-                *(["--no-spare"] if ns.no_spare else []),
+                *("--spares", str(ns.spares)),
             ],
             tmp / "host.log",
             env,
@@ -558,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         if leaked:
             print(f"warning: Keep processes left running: {leaked}", file=sys.stderr)
 
+    results["burst"] = _burst(ns, tmp, env)  # 6. (its own keep managers)
     load_after = os.getloadavg()
     lib = results["library_ratls"]["first_byte"]["median_ms"]
     cli = results["cli_ratls"]["first_byte"]["median_ms"]
@@ -627,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{results['idle_keep_memory_mib']['spare_pair_rss']} MiB",
         ),
     ]
+    rows += _burst_rows(results["burst"], ns.burst)
     width = max(len(name) for name, _ in rows)
     print(f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} CPUs")
     for name, value in rows:

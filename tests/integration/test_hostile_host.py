@@ -175,7 +175,11 @@ def test_impostor_with_another_keep_runtime(
         with pytest.raises(MeasurementError, match="the host runs another keep runtime"):
             _deploy(host, workload, steward)
         keep_dir = _only_keep_dir(host)
-        assert impostor_log(keep_dir)[:2] == ["connection", "handshake ok"]
+        # The impostor logs its side of the handshake after the client has finished its own.
+        wait_until(
+            lambda: impostor_log(keep_dir)[:2] == ["connection", "handshake ok"],
+            what="the impostor's handshake in its log",
+        )
         assert impostor_received(keep_dir) == b""
         _assert_nothing_leaked(recorder, marker)
         _assert_refused_keep_stopped(host)
@@ -244,7 +248,10 @@ def test_host_replays_an_earlier_keep(
         with running_manager(tmp_path / "hostile", launcher=launcher, relay_tap=recorder) as host:
             with pytest.raises(FreshnessError, match="replayed from an earlier Keep"):
                 _deploy(host, workload, steward)
-            assert impostor_log(_only_keep_dir(host)) == ["replaying"]
+            wait_until(
+                lambda: impostor_log(_only_keep_dir(host)) == ["replaying"],
+                what="the impostor's replay in its log",
+            )
             _assert_refused_keep_stopped(host)
         # The earlier Keep got a TLS session but no workload: it still waits, unharmed (the
         # client stops the Keep it asked for, never another one the host pointed it at).

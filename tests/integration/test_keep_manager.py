@@ -326,6 +326,39 @@ def test_keeps_created_at_once_all_start_and_all_stop(host: ManagerHandle) -> No
     assert not any(pid_alive(p) for p in pids)
 
 
+def test_keeps_created_at_once_start_from_as_many_warm_spares(tmp_path: Path) -> None:
+    from donjon.host.launcher import ProcessLauncher
+
+    launcher = ProcessLauncher(spares=3)
+    try:
+        with running_manager(tmp_path / "host", launcher=launcher) as host:
+            assert launcher.wait_for_spares(3, timeout_s=60)
+            spares = set(launcher.spare_pids)
+            with ThreadPoolExecutor(3) as pool:
+                created = list(pool.map(lambda _: _create(host), range(3)))
+            loaders = set()
+            for keep, _ in created:
+                pids = wait_for_keep_processes(host.keep_dir(keep.id))
+                record = host.manager.get(Principal("admin"), keep.id)
+                assert record.loader_pid in pids
+                loaders.add(record.loader_pid)
+                line = _first_log_line(host.keep_dir(keep.id))
+                assert line.startswith("donjon loader: started from a warm spare ("), line
+            assert loaders == spares  # each Keep got its own warm spare
+            keep, nonce = created[0]
+            result = run_in_keep(
+                host.url, host.token, keep.id, nonce, (EXAMPLES / "hello.wasm").read_bytes()
+            )
+            assert (result.exit_code, result.stdout) == (0, b"Hello, world!\n")
+            # The pool refills to three, with new processes.
+            assert launcher.wait_for_spares(3, timeout_s=60)
+            assert not set(launcher.spare_pids) & spares
+            assert launcher.status().failures == 0
+    finally:
+        launcher.close()
+    assert launcher.spare_pids == ()
+
+
 def test_concurrent_creates_respect_the_per_owner_limit(tmp_path: Path) -> None:
     from donjon.host.core import KeepManager
     from donjon.host.launcher import ProcessLauncher
@@ -426,21 +459,40 @@ def test_restart_reattaches_live_keeps_and_reaps_dead_ones(tmp_path: Path) -> No
 def test_restart_with_keeps_still_running_then_stop_them(tmp_path: Path) -> None:
     state = tmp_path / "hs"
     args = ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)]
-    first = start_service(args, tmp_path / "host1.log")
+    first = start_service([*args, "--spares", "2"], tmp_path / "host1.log")
     try:
         token = (state / "admin.token").read_text().strip()
         with HostClient(first.url, token=token) as client:
             keep = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
         pids = wait_for_keep_processes(state / "keeps" / keep.id)
+        # The pool refills behind the Keep: two spares again. (The Keep's loader, a spare
+        # before, is still a child started with --spare.)
+        assert set(pids) & set(_spares_of(first.proc.pid))
+
+        def idle_spares() -> list[int]:
+            return [p for p in _spares_of(first.proc.pid) if p not in pids]
+
+        wait_until(lambda: len(idle_spares()) == 2, timeout=60, what="2 spares")
+        spares = idle_spares()
     finally:
         first.terminate()
-    second = start_service(args, tmp_path / "host2.log")
+    # The spares ended with their manager; the Keep did not.
+    wait_until(lambda: not any(pid_alive(p) for p in spares), timeout=30, what="the spares gone")
+    assert keep_processes(state / "keeps" / keep.id) == pids
+    second = start_service([*args, "--no-spare"], tmp_path / "host2.log")
     try:
+        assert "re-attached 1 running Keeps, reaped 0" in second.stderr()
+        assert _spares_of(second.proc.pid) == []  # --no-spare is --spares 0; nothing adopted
         # A re-attached loader is no child of this manager: it is found (by the pid and start
         # time in loader.pid) and stopped via /proc.
         with HostClient(second.url, token=token) as client:
             assert client.get_keep(keep.id).state == "running"
             assert client.stop_keep(keep.id).state == "stopped"
+            # With no spare, a new Keep starts cold.
+            cold = client.create_keep(backend="nil", nonce=secrets.token_bytes(32))
+            wait_for_keep_processes(state / "keeps" / cold.id)
+            assert _first_log_line(state / "keeps" / cold.id) == "donjon loader: started cold"
+            assert client.stop_keep(cold.id).state == "stopped"
         # Gone, or in their last instants: an exiting process has no command line any more,
         # which is when the manager's check (and the stop) ends; the kernel finishes it.
         assert keep_processes(state / "keeps" / keep.id) == []
@@ -449,28 +501,74 @@ def test_restart_with_keeps_still_running_then_stop_them(tmp_path: Path) -> None
         second.terminate()
 
 
-def test_a_stopped_manager_leaves_no_spare_behind(tmp_path: Path) -> None:
+def test_a_killed_spare_is_replaced_and_a_stopped_manager_leaves_no_spare_behind(
+    tmp_path: Path,
+) -> None:
     state = tmp_path / "hs"
     service = start_service(
-        ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+        ["host", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(state), "--spares", "3"],
         tmp_path / "host.log",
     )
     try:
-        wait_until(lambda: len(_spares_of(service.proc.pid)) == 1, what="the spare loader")
-        [spare] = _spares_of(service.proc.pid)
-        wait_until(lambda: len(children_of(spare)) == 1, what="the spare's keep runtime")
-        spare_runtime = children_of(spare)[0]
+        wait_until(lambda: len(_spares_of(service.proc.pid)) == 3, timeout=60, what="3 spares")
+        first = _spares_of(service.proc.pid)
+        killed = first[0]
+        [killed_runtime] = _runtimes_of([killed])
+        os.kill(killed, signal.SIGKILL)  # an operator's kill -9, the OOM killer
+        # Its runtime dies with it, the manager reaps it and starts another.
+        wait_until(
+            lambda: (
+                len(_spares_of(service.proc.pid)) == 3
+                and killed not in _spares_of(service.proc.pid)
+            ),
+            timeout=60,
+            what="a replacement spare",
+        )
+        wait_until(
+            lambda: not pid_alive(killed_runtime), timeout=30, what="the killed spare's runtime"
+        )
+        spares = _spares_of(service.proc.pid)
+        assert set(first[1:]) < set(spares)
+        runtimes = _runtimes_of(spares)
     finally:
         assert service.terminate() == 0
-    wait_until(lambda: not pid_alive(spare) and not pid_alive(spare_runtime), what="spare gone")
+    assert not Path(f"/proc/{killed}").exists()  # reaped, not a zombie
+    wait_until(
+        lambda: not any(pid_alive(p) for p in spares + runtimes),
+        timeout=30,
+        what="every spare and runtime gone",
+    )
 
 
 def _spares_of(manager_pid: int) -> list[int]:
-    return [
-        pid
-        for pid in children_of(manager_pid)
-        if b"--spare" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    """The manager's children started as spare loaders (``--spare``; some may have a Keep by
+    now), by pid."""
+    spares = []
+    for pid in sorted(children_of(manager_pid)):
+        try:
+            if b"--spare" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                spares.append(pid)
+        except OSError:
+            continue  # it ended meanwhile
+    return spares
+
+
+def _runtimes_of(spares: list[int]) -> list[int]:
+    """Wait until each spare loader has its keep runtime; their pids."""
+    runtimes: list[int] = []
+    for spare in spares:
+
+        def started(spare: int = spare) -> bool:
+            return len(children_of(spare)) == 1
+
+        wait_until(started, timeout=60, what=f"the keep runtime of spare {spare}")
+        runtimes += children_of(spare)
+    return runtimes
+
+
+def _first_log_line(keep_dir: Path) -> str:
+    """How the Keep's loader started (the first line of its log)."""
+    return (keep_dir / "loader.log").read_text().splitlines()[0]
 
 
 def _loader_pid(state: Path, keep_id: str) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from donjon.errors import UsageError
+from donjon.host.pool import DEFAULT_SPARES, MAX_SPARES
 
 
 def _split_listen(value: str) -> tuple[str, int]:
@@ -14,6 +15,20 @@ def _split_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"--listen must be HOST:PORT (port 0 picks a free one), not {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def spares_setting(spares: int | None, spare: bool | None) -> int:
+    """How many warm spares to keep, from ``--spares N`` or the older ``--spare/--no-spare``.
+
+    Raises:
+        UsageError: both forms given.
+    """
+    if spares is not None and spare is not None:
+        flag = "--spare" if spare else "--no-spare"
+        raise UsageError(f"give --spares N or {flag}, not both ({flag} is --spares {int(spare)})")
+    if spares is not None:
+        return spares
+    return DEFAULT_SPARES if spare is None else int(spare)
 
 
 @click.group()
@@ -33,12 +48,22 @@ def host() -> None:
 )
 @click.option("--backend", default="nil", show_default=True, help="Backend for new Keeps.")
 @click.option(
-    "--spare/--no-spare",
-    default=True,
-    show_default=True,
-    help="Keep one warm keep loader ready, so a new Keep starts without waiting for imports.",
+    "--spares",
+    type=click.IntRange(0, MAX_SPARES),
+    default=None,
+    help=(
+        "Warm keep loaders kept ready, so new Keeps start without waiting for imports "
+        f"(0-{MAX_SPARES}; default {DEFAULT_SPARES}; each idle one is ~77 MiB RSS)."
+    ),
 )
-def serve_command(listen: str, state_dir: Path, backend: str, spare: bool) -> None:
+@click.option(
+    "--spare/--no-spare",
+    default=None,
+    help="Same as --spares 1 / --spares 0 (the older form).",
+)
+def serve_command(
+    listen: str, state_dir: Path, backend: str, spares: int | None, spare: bool | None
+) -> None:
     """Serve the keep manager API (CBOR over HTTP) and the relay to Keeps.
 
     On first start an 'admin' client token is written to STATE_DIR/admin.token (mode 0600).
@@ -51,6 +76,7 @@ def serve_command(listen: str, state_dir: Path, backend: str, spare: bool) -> No
             f"backend {backend!r} cannot run on this host yet; see `donjon platform info`"
         )
     address, port = _split_listen(listen)
+    pool = spares_setting(spares, spare)
     click.echo(
         "donjon: warning: this keep manager offers only the nil backend: Keeps get no "
         "confidentiality or integrity against this host (development only)",
@@ -67,7 +93,7 @@ def serve_command(listen: str, state_dir: Path, backend: str, spare: bool) -> No
             )
         click.echo(f"listening on {where.url}", nl=True)
 
-    serve(HostSettings(address, port, state_dir, backend, spare), announce=announce)
+    serve(HostSettings(address, port, state_dir, backend, pool), announce=announce)
 
 
 @host.command("token")

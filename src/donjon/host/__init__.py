@@ -1,7 +1,8 @@
 """The keep manager (host agent) and the keep loader: untrusted host-side processes.
 
 ``core`` (Keeps, owners, reconciliation), ``store`` (durable records), ``auth`` (tokens),
-``app`` (HTTP API and relay), ``launcher``/``loader`` (one process per Keep), ``serve``.
+``app`` (HTTP API and relay), ``launcher``/``loader`` (one process per Keep), ``pool`` (the
+policy of the warm spare loaders), ``serve``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ _EXPORTS = {
     "TokenStore": "auth",
     "create_app": "app",
     "ProcessLauncher": "launcher",
+    "SparePool": "pool",
+    "PoolStatus": "pool",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

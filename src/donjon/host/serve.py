@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from donjon.host.app import RelayTap, create_app
 from donjon.host.auth import TokenStore
 from donjon.host.core import KeepManager
 from donjon.host.launcher import ProcessLauncher
+from donjon.host.pool import DEFAULT_SPARES
 from donjon.host.store import KeepStore
 from donjon.steward.app import Listening, bind_socket, listening
 
@@ -29,8 +31,9 @@ class HostSettings:
     port: int
     state_dir: Path
     backend: str = "nil"
-    spare: bool = True
-    """Keep one warm keep loader ready for the next Keep (see :mod:`donjon.host.launcher`)."""
+    spares: int = DEFAULT_SPARES
+    """Warm spare keep loaders kept ready for the next Keeps, 0..16 (see
+    :mod:`donjon.host.launcher`); each idle one costs ~77 MiB RSS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +46,16 @@ class HostState:
     launcher: ProcessLauncher
 
 
-def init_host_state(state_dir: Path, *, spare: bool = True) -> HostState:
+def init_host_state(state_dir: Path, *, spares: int = DEFAULT_SPARES) -> HostState:
     """Open (or create) a keep manager's state dir; reconcile Keeps left by a previous run.
 
     On first start it creates an ``admin`` token and writes it to ``STATE/admin.token`` (0600):
-    the token itself is never printed or logged.
+    the token itself is never printed or logged. The launcher starts warming up *spares* spare
+    keep loaders in the background; reconciling never adopts a spare of an earlier run (those
+    ended with it).
+
+    Raises:
+        ConfigError: the state directory cannot be used, or *spares* is out of range.
     """
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -61,9 +69,13 @@ def init_host_state(state_dir: Path, *, spare: bool = True) -> HostState:
         fd = os.open(admin_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
-    launcher = ProcessLauncher(spare=spare)
-    manager = KeepManager(KeepStore(state_dir), launcher)
-    attached, reaped = manager.reconcile()
+    launcher = ProcessLauncher(spares=spares)
+    try:
+        manager = KeepManager(KeepStore(state_dir), launcher)
+        attached, reaped = manager.reconcile()
+    except BaseException:
+        launcher.close()  # its spares must not outlive a start that failed
+        raise
     return HostState(manager, tokens, admin_path, tuple(attached), tuple(reaped), launcher)
 
 
@@ -73,11 +85,29 @@ def serve(
     announce: Callable[[Listening, HostState], None] | None = None,
     relay_tap: RelayTap | None = None,
 ) -> None:
-    """Run the keep manager until SIGTERM/SIGINT. Keeps keep running; a restart re-attaches."""
+    """Run the keep manager until SIGTERM/SIGINT. Keeps keep running; a restart re-attaches.
+
+    The warm spares (``settings.spares``) end when it returns, however it returns.
+    """
+    state = init_host_state(settings.state_dir, spares=settings.spares)
+    try:
+        sock = bind_socket(settings.host, settings.port)
+        try:
+            _run(state, sock, announce, relay_tap)
+        finally:
+            sock.close()
+    finally:
+        state.launcher.close()  # the spares end; the Keeps keep running
+
+
+def _run(
+    state: HostState,
+    sock: socket.socket,
+    announce: Callable[[Listening, HostState], None] | None,
+    relay_tap: RelayTap | None,
+) -> None:
     import uvicorn
 
-    state = init_host_state(settings.state_dir, spare=settings.spare)
-    sock = bind_socket(settings.host, settings.port)
     where = listening(sock, tls=False)
     app = create_app(state.manager, state.tokens, relay_tap=relay_tap)
     config: Any = uvicorn.Config(
@@ -98,7 +128,5 @@ def serve(
     try:
         server.run(sockets=[sock])
     finally:
-        state.launcher.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        sock.close()

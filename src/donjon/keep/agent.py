@@ -764,6 +764,16 @@ def serve(sock_path: Path, identity: Identity, runtime: KeepRuntime | None = Non
         sock_path.unlink(missing_ok=True)
 
 
+def _say_ready(fd: int) -> None:
+    """Tell the spare loader that this runtime has warmed up (it paces the keep manager's pool)."""
+    try:
+        os.write(fd, b"r")
+    except OSError:
+        pass  # the loader took its Keep meanwhile and stopped listening
+    finally:
+        os.close(fd)
+
+
 def _read_launch(fd: int) -> LaunchMessage:
     """The warm agent's launch message: everything until the loader closes the pipe."""
     chunks: list[bytes] = []
@@ -817,11 +827,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path)
     parser.add_argument("--params", type=Path)
     parser.add_argument("--launch-fd", type=int)
+    parser.add_argument("--ready-fd", type=int, help="written to (one byte) once warmed up")
     ns = parser.parse_args(argv)
     warm: Warm | None = None
     if ns.launch_fd is not None:
         fd = ns.launch_fd
         warm = prewarm(assigned=lambda: bool(select.select([fd], [], [], 0)[0]))
+        if ns.ready_fd is not None:
+            _say_ready(ns.ready_fd)
         try:
             launch = _read_launch(ns.launch_fd)
         except _NoKeepError:

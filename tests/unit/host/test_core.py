@@ -1,7 +1,8 @@
 """KeepManager and CreateKeep: the keep manager's logic, with a Launcher written for the test.
 
 ``_TableLauncher`` implements the ``Launcher`` protocol (the seam the manager has for this), so the
-logic is exercised without processes; one test uses the real ``ProcessLauncher`` with a real loader.
+logic is exercised without processes. The real ``ProcessLauncher`` (real loaders, the spare pool)
+is tested in ``test_launcher.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pytest
 from donjon.errors import ConfigError, DecodeError, KeepLaunchError, NotFoundError
 from donjon.host.auth import Principal
 from donjon.host.core import MAX_NONCE_BYTES, CreateKeep, KeepManager
-from donjon.host.launcher import ProcessLauncher
 from donjon.host.store import KeepState, KeepStore, write_atomic
 from donjon.wire.cbor import decode, encode
 
@@ -354,81 +354,3 @@ def test_damaged_record_does_not_stop_the_manager(
     assert manager.reconcile() == ([good.id], [])
     with pytest.raises(DecodeError):
         manager.get(ALICE, bad.id)
-
-
-# -- with the real ProcessLauncher -------------------------------------------------------------
-
-
-def _wait_gone(launcher: ProcessLauncher, pid: int, keep_dir: Path) -> None:
-    deadline = time.monotonic() + 20
-    while launcher.alive(pid, keep_dir):
-        assert time.monotonic() < deadline, "the loader did not end"
-        time.sleep(0.02)
-
-
-def _unreadable_keep(tmp_path: Path, keep_id: str) -> Path:
-    keep_dir = tmp_path / "keeps" / keep_id
-    keep_dir.mkdir(parents=True)
-    (keep_dir / "launch.cbor").write_bytes(b"\xff not cbor")
-    return keep_dir
-
-
-def test_process_launcher_runs_a_real_loader(tmp_path: Path) -> None:
-    # A loader given unreadable launch parameters writes a 'failed' status and exits at once.
-    launcher = ProcessLauncher(spare=False)
-    assert launcher.spare_pid is None
-    keep_dir = _unreadable_keep(tmp_path, "0123456789abcdef")
-    pid = launcher.start(keep_dir)
-    assert launcher.spare_pid is None
-    _wait_gone(launcher, pid, keep_dir)
-    status = decode((keep_dir / "status.cbor").read_bytes())
-    assert status["state"] == "failed"
-    assert status["detail"].startswith("unreadable launch parameters")
-    assert not launcher.alive(pid, keep_dir)
-    assert not launcher.alive(pid, tmp_path)  # another dir: never the same loader
-    launcher.terminate(pid, keep_dir)  # a no-op on an ended loader
-
-
-def test_process_launcher_hands_its_spare_the_next_keep_and_makes_another(
-    tmp_path: Path,
-) -> None:
-    launcher = ProcessLauncher()
-    try:
-        first_spare = launcher.spare_pid
-        assert first_spare is not None
-        keep_dir = _unreadable_keep(tmp_path, "0123456789abcdef")
-        pid = launcher.start(keep_dir)
-        assert pid == first_spare  # the warm loader took this Keep...
-        second_spare = launcher.spare_pid
-        assert second_spare not in (None, first_spare)  # ...and a fresh one waits for the next
-        _wait_gone(launcher, pid, keep_dir)
-        status = decode((keep_dir / "status.cbor").read_bytes())
-        assert (status["state"], status["exit_code"]) == ("failed", None)
-        assert status["detail"].startswith("unreadable launch parameters")
-        # The loader wrote its pid and start time for a restarted manager to recognise it.
-        recorded_pid, _ = (keep_dir / "loader.pid").read_text().split()
-        assert int(recorded_pid) == pid
-        # Each spare serves one Keep: the next Keep gets the second spare, never the first.
-        other = _unreadable_keep(tmp_path, "fedcba9876543210")
-        assert launcher.start(other) == second_spare
-        _wait_gone(launcher, second_spare, other)
-        third_spare = launcher.spare_pid
-        assert third_spare not in (None, first_spare, second_spare)
-    finally:
-        launcher.close()
-    assert launcher.spare_pid is None
-    # close() ended the unused spare (its warm keep runtime dies with it: PR_SET_PDEATHSIG).
-    assert not Path(f"/proc/{third_spare}").exists()
-
-
-def test_a_closed_launcher_starts_keeps_cold(tmp_path: Path) -> None:
-    launcher = ProcessLauncher()
-    spare = launcher.spare_pid
-    launcher.close()
-    assert launcher.spare_pid is None
-    assert spare is not None and not Path(f"/proc/{spare}/cmdline").exists()
-    keep_dir = _unreadable_keep(tmp_path, "0123456789abcdef")
-    pid = launcher.start(keep_dir)
-    assert pid != spare and launcher.spare_pid is None
-    _wait_gone(launcher, pid, keep_dir)
-    assert decode((keep_dir / "status.cbor").read_bytes())["state"] == "failed"
