@@ -182,7 +182,7 @@ def test_steward_serve_with_fetch_endorsements(kds: Emulator, keep: Keep, tmp_pa
     process = subprocess.Popen(
         [sys.executable, "-m", "donjon", "steward", "serve", "--listen", "127.0.0.1:0",
          "--state-dir", str(tmp_path / "state"), "--fetch-endorsements",
-         "--kds-url", kds.url, "--cache-dir", str(tmp_path / "cache")],
+         "--kds-url", kds.url, "--cache-dir", str(tmp_path / "cache"), "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:

@@ -101,7 +101,7 @@ def test_a_forged_chip_sent_again_and_again_costs_kds_one_request(
     process = subprocess.Popen(
         [sys.executable, "-m", "donjon", "steward", "serve", "--listen", "127.0.0.1:0",
          "--state-dir", str(tmp_path / "state"), "--fetch-endorsements",
-         "--kds-url", kds.url, "--cache-dir", str(tmp_path / "cache")],
+         "--kds-url", kds.url, "--cache-dir", str(tmp_path / "cache"), "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:

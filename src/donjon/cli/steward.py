@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -70,6 +71,19 @@ from donjon.steward.config import (
 from donjon.steward.core import workload_identity
 from donjon.steward.state import init_state
 
+MAX_DEFAULT_WORKERS = 8
+"""The most workers ``serve`` starts by itself: more CPUs than this want a deliberate choice."""
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (at most :data:`MAX_DEFAULT_WORKERS`): one
+    worker cannot meet Steward's latency goal on two cores (docs/performance.md)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+
 
 @click.group("steward")
 def steward() -> None:
@@ -107,7 +121,13 @@ def steward() -> None:
 )
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False), help="Serve HTTPS.")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="Its key.")
-@click.option("--workers", default=1, show_default=True, help="Worker processes (one per core).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Worker processes. Default: one per CPU, at most {MAX_DEFAULT_WORKERS} "
+    f"({default_workers()} here).",
+)
 @fetch_options(
     flag="--fetch-endorsements",
     flag_help="Fetch the endorsements a Keep did not send (VCEK, Intel collateral) from AMD KDS "
@@ -120,7 +140,7 @@ def serve_command(
     cert_lifetime: str,
     tls_cert: Path | None,
     tls_key: Path | None,
-    workers: int,
+    workers: int | None,
     fetch: bool,
     kds_url: str,
     pcs_url: str,
@@ -148,7 +168,7 @@ def serve_command(
         cert_lifetime=parse_duration(cert_lifetime),
         tls_cert=tls_cert,
         tls_key=tls_key,
-        workers=workers,
+        workers=workers if workers is not None else default_workers(),
         endorsements=fetching,
     )
     if policy.allow_insecure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -189,3 +190,14 @@ def test_serve_usage_errors_before_binding(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert not (tmp_path / "s").exists()
+
+
+def test_serve_defaults_to_one_worker_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from donjon.cli.steward import MAX_DEFAULT_WORKERS, default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_workers() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert default_workers() == MAX_DEFAULT_WORKERS
+    result = CliRunner().invoke(cli, ["steward", "serve", "--workers", "0", "--state-dir", "x"])
+    assert result.exit_code == 2 and "--workers" in result.output
