@@ -23,22 +23,25 @@ Example::
 
 from __future__ import annotations
 
+# tomllib (and the line scanner built on it) and json are imported where they are used: the
+# keep process imports this module on `donjon run`'s start-up path (a time goal) and, for a
+# config that arrives as plain data, needs neither.
 import enum
 import ipaddress
-import json
 import math
 import os
 import re
 import stat
-import tomllib
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from donjon.errors import ConfigError
-from donjon.keep._toml_lines import KeyPath, LineMap, scan_lines
+
+if TYPE_CHECKING:
+    from donjon.keep._toml_lines import KeyPath, LineMap
 
 __all__ = [
     "CONFIG_DICT_VERSION",
@@ -524,6 +527,10 @@ _NETWORK_KEYS = (
 
 
 def _parse(text: str, source: str, base_dir: Path | None) -> tuple[WorkloadConfig, LineMap]:
+    import tomllib
+
+    from donjon.keep._toml_lines import scan_lines
+
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigFileError(source, None, None, _too_large_message())
     try:
@@ -1088,6 +1095,8 @@ def _reject_unknown(
 
 
 def _field_name(path: KeyPath) -> str:
+    import json
+
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -1118,6 +1127,8 @@ def _type_name(value: object) -> str:
 
 def _show(value: object) -> str:
     """A value quoted for a message: escaped, and cut short if long."""
+    import json
+
     shown = json.dumps(_clip(str(value), 60), ensure_ascii=False)
     # Lone surrogates cannot be printed; show them escaped instead of failing to report.
     return shown.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -662,6 +662,27 @@ def test_parsing_socket_limits_loads_no_socket_layer() -> None:
     assert out.stdout == "[]\n", out.stderr
 
 
+def test_the_keep_process_start_up_path_loads_no_parser_it_does_not_need() -> None:
+    # The keep process gets its config as plain data: TOML and JSON parsing are for the CLI side,
+    # not for every run's start-up. (ipaddress and urllib.parse come with pathlib anyway.)
+    code = (
+        "import sys\n"
+        "import donjon.keep.process\n"
+        "from donjon.keep.config import WorkloadConfig\n"
+        "WorkloadConfig.from_dict(WorkloadConfig().to_dict())\n"
+        "print(sorted(m for m in ('tomllib', 'json', 'donjon.keep._toml_lines') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = {sys.path!r}\n{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout == "[]\n", out.stderr
+
+
 # -- the documented examples --------------------------------------------------------------------
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"

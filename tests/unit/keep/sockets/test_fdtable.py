@@ -167,7 +167,14 @@ def test_poll_mixes_null_stdin_files_and_clocks(files_dir: Path) -> None:
         at4: fd_sub(11, 5),
     }
     result = run(script(steps, data), config_with_dir(NULL3, files_dir), stdin=b"input")
-    assert results(result.stdout) == [0, 1, 42, 0, 2, 0, 1, 9, 0, 0, 1, 11]
+    got = results(result.stdout)
+    # The second poll: null is ready at once, so wasmtime is asked about stdin with a zero
+    # timeout, and wasmtime's own poll may answer that before it has seen the (always ready)
+    # memory-file stdin: one event or two, never none and never anything else.
+    assert got in (
+        [0, 1, 42, 0, 2, 0, 1, 9, 0, 0, 1, 11],
+        [0, 1, 42, 0, 1, 0, 1, 9, 0, 0, 1, 11],
+    ), got
 
 
 def test_stdio_and_files_work_beside_python_fds(examples_dir: Path, files_dir: Path) -> None:
