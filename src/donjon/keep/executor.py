@@ -575,22 +575,8 @@ class KeepRuntime(Closing):
         modules = self._dispatch_modules(state)
         try:
             return session.instantiate(modules, store, module._module)
-        except wasmtime.Trap as e:
-            raise GuestTrapError(
-                f"{module.name} trapped in its start function: {_trap_message(e)}",
-                trap_code=_trap_code(e),
-                backtrace=_backtrace(e),
-            ) from e
-        except wasmtime.WasmtimeError as e:
-            limit = invocation.memory_bytes
-            if limit is not None and "memory" in str(e) and "limit" in str(e):
-                raise MemoryLimitError(
-                    f"memory limit of {format_mib(limit)} reached: {module.name} needs more "
-                    "linear memory than that to start",
-                    limit_bytes=limit,
-                    used_bytes=None,
-                ) from e
-            raise WorkloadError(f"{module.name} could not be instantiated: {_cause(e)}") from e
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
+            raise _instantiation_error(e, module, invocation) from e
 
     def _dispatch_modules(self, state: _EngineState) -> DispatchModules:
         with self._lock:
@@ -605,22 +591,8 @@ class KeepRuntime(Closing):
     ) -> wasmtime.Instance:
         try:
             return module._pre.instantiate(store)
-        except wasmtime.Trap as e:
-            raise GuestTrapError(
-                f"{module.name} trapped in its start function: {_trap_message(e)}",
-                trap_code=_trap_code(e),
-                backtrace=_backtrace(e),
-            ) from e
-        except wasmtime.WasmtimeError as e:
-            limit = invocation.memory_bytes
-            if limit is not None and "memory" in str(e) and "limit" in str(e):
-                raise MemoryLimitError(
-                    f"memory limit of {format_mib(limit)} reached: {module.name} needs more "
-                    "linear memory than that to start",
-                    limit_bytes=limit,
-                    used_bytes=None,
-                ) from e
-            raise WorkloadError(f"{module.name} could not be instantiated: {_cause(e)}") from e
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
+            raise _instantiation_error(e, module, invocation) from e
 
     # -- engines ---------------------------------------------------------------------------
 
@@ -886,6 +858,28 @@ def _cause(error: Exception) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
+
+
+def _instantiation_error(
+    e: wasmtime.Trap | wasmtime.WasmtimeError, module: LoadedModule, invocation: Invocation
+) -> WorkloadError:
+    """What a failed instantiation means for the workload: a trap in its start function, its
+    memory limit, or another reason wasmtime gives."""
+    if isinstance(e, wasmtime.Trap):
+        return GuestTrapError(
+            f"{module.name} trapped in its start function: {_trap_message(e)}",
+            trap_code=_trap_code(e),
+            backtrace=_backtrace(e),
+        )
+    limit = invocation.memory_bytes
+    if limit is not None and "memory" in str(e) and "limit" in str(e):
+        return MemoryLimitError(
+            f"memory limit of {format_mib(limit)} reached: {module.name} needs more "
+            "linear memory than that to start",
+            limit_bytes=limit,
+            used_bytes=None,
+        )
+    return WorkloadError(f"{module.name} could not be instantiated: {_cause(e)}")
 
 
 def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
