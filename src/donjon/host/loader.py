@@ -41,6 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from donjon._logfile import attach_log
 from donjon.errors import DecodeError
 from donjon.host._spawn import module_command
 from donjon.host.store import KeepState, read_bounded, write_atomic
@@ -265,7 +266,7 @@ def run_spare() -> int:
         agent.discard()
         return 0
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # run_loader installs its own
-    _attach_log(keep_dir / "loader.log")
+    attach_log(keep_dir / "loader.log")
     age = time.monotonic() - started
     if warmup.state is _WarmUp.WARM:
         _note(
@@ -363,15 +364,6 @@ def _read_assignment() -> Path | None:
         return None
     path = Path(text)
     return path if path.is_dir() else None
-
-
-def _attach_log(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-    finally:
-        os.close(fd)
 
 
 def _write_pid_file(keep_dir: Path) -> None:

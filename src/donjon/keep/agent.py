@@ -50,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from donjon._logfile import attach_log
 from donjon._unixpath import unix_socket_path
 from donjon.attestation.result import Endorsements
 from donjon.backends.nil_evidence import NilEvidenceProvider
@@ -795,16 +796,6 @@ class _NoKeepError(Exception):
     """The loader closed the launch pipe without a Keep (the spare was discarded)."""
 
 
-def _attach_log(path: Path) -> None:
-    """Make the Keep's log file this process's stdout and stderr."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-    finally:
-        os.close(fd)
-
-
 def _own_log_stream() -> TextIO:
     """The agent's log on a duplicate of stderr, so fds 0-2 can become the workload's (Rule 3).
 
@@ -842,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         except (DecodeError, OSError) as e:
             print(f"donjon keep: bad launch message: {e}", file=sys.stderr)
             return EXIT_PROTOCOL
-        _attach_log(launch.log)
+        attach_log(launch.log)
         sock_path, raw = launch.socket, launch.params
     elif ns.socket is not None and ns.params is not None:
         sock_path = ns.socket
