@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from donjon.cli._args import check_wasi_args
 from donjon.cli._hostopts import host_options, read_token
 from donjon.client.deploy import DeployOptions, RegistryWorkload, Workload
 from donjon.client.deploy import deploy as run_deploy
@@ -74,7 +75,7 @@ def deploy(
     policy) before any byte of the workload is sent. The workload's exit code becomes donjon's.
     """
     token = read_token(token_file)
-    _check_args(args)
+    check_wasi_args(args)
     wl: Workload | RegistryWorkload
     if Path(workload).exists() or workload.endswith(".wasm") or "/" not in workload:
         if publisher_keys:
@@ -143,16 +144,6 @@ def deploy(
     if result.error is not None:
         click.echo(f"donjon: error: {result.message}", err=True)
     return result.exit_code
-
-
-def _check_args(args: tuple[str, ...]) -> None:
-    for arg in args:
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise UsageError(
-                f"argument {arg!r} is not valid UTF-8, which WASI arguments must be"
-            ) from e
 
 
 def _resolve_registry_workload(

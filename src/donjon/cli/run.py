@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from donjon.backends.nil import NIL_WARNING, NilKeepLoader, take_prestarted
-from donjon.errors import BackendUnavailableError, UsageError
+from donjon.cli._args import check_wasi_args
+from donjon.errors import BackendUnavailableError
 from donjon.keep.errors import ModuleFileError
 
 __all__ = ["run"]
@@ -81,13 +82,7 @@ def run(
     if args[:1] == ("--",):
         # With interspersed options off, click passes the "--" after MODULE through.
         args = args[1:]
-    for arg in args:
-        try:
-            arg.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise UsageError(
-                f"argument {arg!r} is not valid UTF-8, which WASI arguments must be"
-            ) from e
+    check_wasi_args(args)
     if backend == "kvm":
         return _run_kvm(wasmcfgfile, module, args)
 
