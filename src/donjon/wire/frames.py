@@ -137,7 +137,33 @@ def encode_frame(frame: Frame) -> bytes:
     payload = encode(body)
     if len(payload) > MAX_FRAME_BYTES:
         raise EncodeError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return prefixed(payload)
+
+
+def prefixed(payload: bytes) -> bytes:
+    """*payload* with its frame header: ``u32be(len(payload)) || payload``."""
     return _HEADER.pack(len(payload)) + payload
+
+
+def split_frame(buffer: bytearray, *, max_bytes: int) -> tuple[bytes, bytearray] | None:
+    """Take one whole frame's payload off the front of *buffer*.
+
+    Returns:
+        ``(payload, rest)``, or ``None`` while the frame is incomplete.
+
+    Raises:
+        RemoteProtocolError: the header announces more than *max_bytes* (said before the
+            frame itself is waited for, so a peer cannot make us buffer it).
+    """
+    if len(buffer) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack_from(buffer)
+    if length > max_bytes:
+        raise RemoteProtocolError(f"peer announced a {length}-byte frame; limit {max_bytes}")
+    end = _HEADER.size + length
+    if len(buffer) < end:
+        return None
+    return bytes(buffer[_HEADER.size : end]), buffer[end:]
 
 
 class FrameDecoder:
@@ -160,15 +186,10 @@ class FrameDecoder:
 
     def next_frame(self) -> Frame | None:
         """The next complete frame, or None if more bytes are needed."""
-        if len(self._buf) < _HEADER.size:
+        taken = split_frame(self._buf, max_bytes=self._max)
+        if taken is None:
             return None
-        (length,) = _HEADER.unpack_from(self._buf)
-        if length > self._max:
-            raise RemoteProtocolError(f"peer announced a {length}-byte frame; limit {self._max}")
-        if len(self._buf) < _HEADER.size + length:
-            return None
-        payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
-        del self._buf[: _HEADER.size + length]
+        payload, self._buf = taken
         try:
             return _parse(decode(payload, what="keep frame", max_bytes=self._max))
         except DecodeError as e:

@@ -13,8 +13,8 @@ what a deployed Keep speaks inside its TLS channel::
 
 Rule 1: the ready frame is bounded (:data:`MAX_READY_BYTES`) and checked before anything is sent
 to the guest: version, and that the guest has no network interface but ``lo``.
-Rule 2: nothing here does I/O; :func:`split_frame` takes bytes from a buffer and the callers own
-their sockets and files.
+Rule 2: nothing here does I/O; :func:`split_frame` (the keep session's own framing, from
+:mod:`donjon.wire.frames`) takes bytes from a buffer and the callers own their sockets and files.
 
 Example:
     >>> blob = encode_ready(ReadyFrame(net=("lo",), uptime_s=4.2))
@@ -26,12 +26,12 @@ Example:
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from donjon.errors import DecodeError, RemoteProtocolError
 from donjon.wire.cbor import decode, encode
+from donjon.wire.frames import prefixed, split_frame
 
 __all__ = [
     "CHANNEL_VERSION",
@@ -54,7 +54,6 @@ MAX_READY_BYTES = 4096
 
 _MAX_INTERFACES = 64  # network interfaces listed in a ready frame
 _MAX_NAME_CHARS = 15  # IFNAMSIZ less the NUL
-_HEADER = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ def encode_ready(frame: ReadyFrame) -> bytes:
     payload = encode(
         {"t": "ready", "v": CHANNEL_VERSION, "net": list(frame.net), "uptime_s": frame.uptime_s}
     )
-    return _HEADER.pack(len(payload)) + payload
+    return prefixed(payload)
 
 
 def decode_ready(payload: bytes) -> ReadyFrame:
@@ -107,23 +106,3 @@ def decode_ready(payload: bytes) -> ReadyFrame:
     if not isinstance(uptime, float | int) or isinstance(uptime, bool) or not math.isfinite(uptime):
         raise RemoteProtocolError("ready frame: uptime_s must be a number")
     return ReadyFrame(net=tuple(net), uptime_s=float(uptime))
-
-
-def split_frame(buffer: bytearray, *, max_bytes: int) -> tuple[bytes, bytearray] | None:
-    """Take one whole frame's payload off the front of *buffer*.
-
-    Returns:
-        ``(payload, rest)``, or ``None`` while the frame is incomplete.
-
-    Raises:
-        RemoteProtocolError: the length prefix announces more than *max_bytes*.
-    """
-    if len(buffer) < _HEADER.size:
-        return None
-    (length,) = _HEADER.unpack_from(buffer)
-    if length > max_bytes:
-        raise RemoteProtocolError(f"the guest announced a {length}-byte frame; limit {max_bytes}")
-    end = _HEADER.size + length
-    if len(buffer) < end:
-        return None
-    return bytes(buffer[_HEADER.size : end]), buffer[end:]
