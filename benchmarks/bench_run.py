@@ -305,9 +305,7 @@ def bench_large(env: dict[str, str], workdir: Path, functions: int) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--runs", type=int, default=15, help="runs per CPU workload (default 15)"
-    )
+    parser.add_argument("--runs", type=int, default=15, help="runs per CPU workload (default 15)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument(
         "--large-functions", type=int, default=8000, help="size of the large module (8000 ≈ 8 MB)"
