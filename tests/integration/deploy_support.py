@@ -126,14 +126,15 @@ class StewardHandle:
 
 
 @contextlib.contextmanager
-def running_steward(policy: Any = None) -> Iterator[StewardHandle]:
-    """A real Steward (uvicorn in a thread, port 0) with a fresh CA and the real clock."""
+def running_steward(policy: Any = None, secrets: Any = None) -> Iterator[StewardHandle]:
+    """A real Steward (uvicorn in a thread, port 0) with a fresh CA and the real clock, and
+    *secrets* (a ``SecretStore``) to release under the policy's ``[steward.secrets]``."""
     from donjon.steward.config import StewardPolicy
     from donjon.steward.core import StewardCore, SystemClock
     from tests.unit.steward._support import running
 
     ca = CertificateAuthority.create(now=datetime.now(UTC), lifetime=timedelta(days=2))
-    core = StewardCore(ca, policy or StewardPolicy.dev(), clock=SystemClock())
+    core = StewardCore(ca, policy or StewardPolicy.dev(), clock=SystemClock(), secrets=secrets)
     with running(core) as url:
         yield StewardHandle(url, ca.certificate)
 

@@ -151,6 +151,9 @@ def _summary_text(cfg: WorkloadConfig) -> str:
     lines.append(f"  limits:  memory {memory}, deadline {timeout}")
     network = ", ".join(f"{key} {value:g}" for key, value in cfg.network.to_dict().items())
     lines.append(f"  network: {network or '(runtime defaults)'}")
+    lines.append("  secrets:" + ("" if cfg.secrets else " (none)"))
+    for secret in cfg.secrets:
+        lines.append(f"    {secret.env} <- Steward secret {secret.name}  (deployed Keeps only)")
     return "\n".join(lines)
 
 
@@ -175,6 +178,7 @@ def _summary_json(cfg: WorkloadConfig) -> dict[str, Any]:
         "dirs": [{"guest": d.guest, "host": str(d.host), "writable": d.writable} for d in cfg.dirs],
         "limits": {"memory_mib": cfg.limits.memory_mib, "timeout_s": cfg.limits.timeout_s},
         "network": {f.name: getattr(cfg.network, f.name) for f in dataclasses.fields(cfg.network)},
+        "secrets": [secret.to_dict() for secret in cfg.secrets],
     }
 
 

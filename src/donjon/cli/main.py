@@ -29,6 +29,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "host": ("donjon.cli.host", "host", "Run the keep manager on a host."),
     "keep": ("donjon.cli.keep", "keep", "List, inspect and stop Keeps on a host."),
     "package": ("donjon.cli.package", "package", "Build, sign, push and pull workload packages."),
+    "workload": ("donjon.cli.workload", "workload", "Print a workload's identity (for Steward)."),
 }
 
 

@@ -11,10 +11,14 @@ The contract (``docs/commands/steward.md``)::
                          [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
                          [--client-nonce HEX] [--csr FILE] [--json]
                          [--fetch [--kds-url URL] [--pcs-url URL] [--cache-dir DIR] ...]
+    donjon steward secret set NAME --state-dir DIR [--from-file FILE]   (else: value on stdin)
+    donjon steward secret list --state-dir DIR [--json]
+    donjon steward secret rm NAME --state-dir DIR
 
 ``serve`` prints ``listening on <url>`` on stdout once its socket listens (``:0`` picks a free
 port), and stops gracefully on SIGTERM or SIGINT. ``policy check`` exits 0 when Steward would
 issue, 1 when it would refuse, 2 on unusable input. The CLI always uses the real clock.
+``secret`` never takes a value on the command line and never prints one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -57,6 +62,7 @@ from donjon.errors import (
     Error,
     SignatureError,
     TransportError,
+    UsageError,
     VerificationError,
 )
 from donjon.steward.app import Listening, serve
@@ -69,6 +75,12 @@ from donjon.steward.config import (
     parse_listen,
 )
 from donjon.steward.core import workload_identity
+from donjon.steward.secrets import (
+    MAX_SECRET_BYTES,
+    SecretStore,
+    SecretValueError,
+    check_secret_name,
+)
 from donjon.steward.state import init_state
 
 MAX_DEFAULT_WORKERS = 8
@@ -407,6 +419,134 @@ def _read_csr(path: Path) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         raise InputError(f"CSR file {path} is PEM; give the DER form (openssl req -outform DER)")
     return data
+
+
+@steward.group("secret")
+def secret_group() -> None:
+    """Manage the secrets Steward releases to attested Keeps.
+
+    Each secret is one file of STATE-DIR/secrets (mode 0700), named after the secret, mode
+    0600. Which Keeps may receive a secret is decided by the release rules of the Steward
+    policy, not here.
+    """
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Steward's state directory; the secret goes to its secrets/ (created, mode 0700).",
+)
+@click.option(
+    "--from-file",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=False),
+    help="Read the value from this file (a FIFO such as <(pass show db) works). "
+    "Default: read it from stdin.",
+)
+def secret_set(name: str, state_dir: Path, from_file: Path | None) -> None:
+    """Store the value of secret NAME, replacing any previous one.
+
+    The value is raw bytes (a trailing newline is part of it), 1 to 65536 bytes, read from
+    --from-file or from stdin: `donjon steward secret set db-password --state-dir DIR < file`.
+    There is deliberately no option to give the value on the command line: arguments land in
+    shell history and are visible to every user in `ps`.
+    """
+    check_secret_name(name)  # before reading: a typo must not consume the value
+    if from_file is not None:
+        value, source = _read_value_file(from_file), str(from_file)
+    else:
+        value, source = _read_value_stdin(name, state_dir), "stdin"
+    if not value:
+        raise SecretValueError(
+            f"the value read from {source} is empty; a secret needs 1 or more bytes"
+        )
+    if len(value) > MAX_SECRET_BYTES:
+        raise SecretValueError(
+            f"the value read from {source} is larger than the {MAX_SECRET_BYTES}-byte limit of "
+            "a secret; store a key to the data, not the data"
+        )
+    store = SecretStore(state_dir)
+    replaced = store.set(name, value)
+    click.echo(
+        f"{'replaced' if replaced else 'stored'} secret {name} ({len(value)} bytes) "
+        f"in {store.directory}"
+    )
+
+
+@secret_group.command("list")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Steward's state directory.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def secret_list(state_dir: Path, as_json: bool) -> None:
+    """List the secrets: name, size and modification time (UTC), never a value or its hash."""
+    store = SecretStore(state_dir)
+    entries = store.names()
+    if as_json:
+        document = {
+            "directory": str(store.directory),
+            "secrets": [
+                {"name": name, "bytes": size, "modified": modified.isoformat(timespec="seconds")}
+                for name, size, modified in entries
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    if not entries:
+        click.echo(f"no secrets in {store.directory}")
+        return
+    width = max(len("NAME"), *(len(name) for name, _, _ in entries))
+    click.echo(f"{'NAME':<{width}}  {'BYTES':>5}  MODIFIED (UTC)")
+    for name, size, modified in entries:
+        click.echo(f"{name:<{width}}  {size:>5}  {modified.isoformat(timespec='seconds')}")
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Steward's state directory.",
+)
+def secret_rm(name: str, state_dir: Path) -> None:
+    """Delete secret NAME. Keeps that already received it keep their copy."""
+    store = SecretStore(state_dir)
+    if not store.remove(name):
+        raise UsageError(
+            f"no secret named {name!r} in {store.directory}; "
+            f"`donjon steward secret list --state-dir {state_dir}` shows the names"
+        )
+    click.echo(f"removed secret {name} from {store.directory}")
+
+
+def _read_value_file(path: Path) -> bytes:
+    """Read at most one byte past the limit, so /dev/zero or a wrong file fails fast."""
+    try:
+        with path.open("rb") as f:
+            return f.read(MAX_SECRET_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read the secret value from {path}: {e.strerror or e}") from e
+
+
+def _read_value_stdin(name: str, state_dir: Path) -> bytes:
+    stdin = sys.stdin.buffer
+    if stdin.isatty():
+        # Reading a terminal would wait for input the user does not know is wanted (and echo it).
+        raise UsageError(
+            "the secret value is read from stdin, which is a terminal; redirect it "
+            f"(`donjon steward secret set {name} --state-dir {state_dir} < FILE`) or give "
+            "--from-file FILE"
+        )
+    try:
+        return stdin.read(MAX_SECRET_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"cannot read the secret value from stdin: {e.strerror or e}") from e
 
 
 __all__ = ["steward"]

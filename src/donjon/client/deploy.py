@@ -105,6 +105,13 @@ class Workload:
     def module_sha256(self) -> bytes:
         return hashlib.sha256(self.module).digest()
 
+    @property
+    def identity(self) -> str:
+        """The workload identity URI its Keep names when it asks Steward for its secrets."""
+        from donjon.keep.workload_id import workload_identity
+
+        return workload_identity(self.module_sha256, self.config, program=self.name, args=self.args)
+
     @classmethod
     def load(
         cls, path: Path, *, config_path: Path | None = None, args: Sequence[str] = ()
@@ -290,6 +297,12 @@ def deploy(
     """
     if options.steward is not None and options.steward_ca is None:
         raise UsageError("--steward needs the Steward's CA certificate (--ca FILE) to trust")
+    if isinstance(workload, Workload) and workload.config.secrets and options.steward is None:
+        names = ", ".join(s.name for s in workload.config.secrets)
+        raise UsageError(
+            f"{workload.config.source or 'the config'} asks Steward for secrets ({names}); "
+            "deploy with --steward URL --ca FILE, so that the Keep can get them"
+        )
     from donjon.client.host_api import HostClient
 
     nonce = secrets.token_bytes(NONCE_BYTES)

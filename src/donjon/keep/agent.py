@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -67,6 +68,7 @@ from donjon.errors import (
     WorkloadError,
 )
 from donjon.keep.config import FileKind, WorkloadConfig, parse_config
+from donjon.keep.errors import UnsupportedConfigError
 from donjon.keep.executor import InheritedStdio, KeepRuntime
 from donjon.keep.plan import Invocation
 from donjon.keep.tls import server_context
@@ -294,6 +296,80 @@ def establish_identity(
         lifetime=RA_TLS_LIFETIME,
     )
     return Identity(key_pem=key_pem, chain_pem=certificate_pem(cert), via="ra-tls")
+
+
+SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, str]]
+"""Gets a workload's ``[[secrets]]`` from Steward: (config, module SHA-256, argv[0], extra
+args) -> values by secret name."""
+
+
+def release_secrets(
+    config: WorkloadConfig,
+    module_sha256: bytes,
+    program: str,
+    args: tuple[str, ...],
+    *,
+    params: LaunchParams,
+    identity: Identity,
+    warm: Warm | None = None,
+) -> dict[str, str]:
+    """Ask Steward for the secrets the workload's config names, as the workload's own Keep.
+
+    The request names the workload (:func:`~donjon.keep.workload_id.workload_identity`) in a
+    CSR for the Keep's attested key, with fresh evidence binding that key and Steward's nonce;
+    Steward seals each secret it releases to that key. Steward is pinned to the CA that issued
+    this Keep's own certificate, which the client has verified before sending the workload: the
+    host chose the URL, but cannot substitute another Steward.
+
+    Raises:
+        UnsupportedConfigError: this Keep has no Steward (deployed over RA-TLS), or a secret is
+            not UTF-8 text without NUL (environment variables hold text).
+        PolicyError: Steward does not release a secret to this workload.
+        TransportError: Steward could not be reached.
+    """
+    if not config.secrets:
+        return {}
+    names = [s.name for s in config.secrets]
+    chain = _pem_certificates(identity.chain_pem)
+    if identity.via != "steward" or params.steward is None or len(chain) < 2:
+        raise UnsupportedConfigError(
+            f"the workload asks Steward for secrets ({', '.join(names)}) but this Keep was "
+            "deployed without one; deploy it with `donjon deploy --steward URL --ca FILE`"
+        )
+    from donjon.keep.workload_id import workload_identity
+    from donjon.steward.client import StewardClient
+
+    workload = workload_identity(module_sha256, config, program=program, args=args)
+    provider = evidence_provider(params.backend, warm)
+    with StewardClient(params.steward, ca=chain[-1]) as steward:
+        values = steward.secrets(
+            KeyPair.from_pem(identity.key_pem, what="the Keep's key"),
+            workload,
+            names,
+            evidence=provider.evidence,
+            platform=provider.platform,
+        )
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "\x00"  # refused just below, with the same message
+        if "\x00" in text:
+            raise UnsupportedConfigError(
+                f"secret {name!r} is not UTF-8 text without NUL bytes, so no environment "
+                "variable can hold it; store it as text (e.g. base64)"
+            )
+        out[name] = text
+    # Counts only: this log is the host's to read, and which secrets a workload has is not.
+    _logger.info("received %d secret(s) from Steward for the workload", len(out))
+    return out
+
+
+def _pem_certificates(pem: bytes) -> list[bytes]:
+    """The PEM certificates in *pem*, each with its BEGIN and END lines, in order."""
+    end = b"-----END CERTIFICATE-----"
+    return [part.strip() + b"\n" + end + b"\n" for part in pem.split(end) if part.strip()]
 
 
 def receive_workload(tls: ssl.SSLSocket, decoder: FrameDecoder) -> WorkloadFrame | PackageFrame:
@@ -615,8 +691,12 @@ def run_workload(
     frame: WorkloadFrame | PackageFrame,
     runtime: KeepRuntime,
     identity: Identity,
+    secrets: SecretFetcher | None = None,
 ) -> int:
     """Check and run the workload with its stdio streamed over *tls*; send its exit frame.
+
+    A workload whose config has ``[[secrets]]`` gets them from Steward through *secrets*
+    before it starts; without them it does not start.
 
     Its ``prot = "tls"`` sockets present the Keep's own attested identity (*identity*: the
     certificate the client has just verified), so a peer of the workload can check the same
@@ -632,7 +712,11 @@ def run_workload(
         module = runtime.load(
             module_bytes, name=program, deadline=config.limits.timeout_s is not None
         )
-        invocation = Invocation.from_config(config, program=program, args=args)
+        released: dict[str, str] = {}
+        if config.secrets and secrets is not None:
+            digest = hashlib.sha256(module_bytes).digest()
+            released = secrets(config, digest, program, args)
+        invocation = Invocation.from_config(config, program=program, args=args, secrets=released)
     except Error as e:
         code = e.exit_code if isinstance(e, WorkloadError) else EXIT_PROTOCOL
         _send_exit(tls, code, e)
@@ -714,7 +798,12 @@ def _send_exit(
         pass
 
 
-def serve(sock_path: Path, identity: Identity, runtime: KeepRuntime | None = None) -> int:
+def serve(
+    sock_path: Path,
+    identity: Identity,
+    runtime: KeepRuntime | None = None,
+    secrets: SecretFetcher | None = None,
+) -> int:
     """Serve TLS on *sock_path* until one workload has run; return its exit code."""
     context = server_context(identity.key_pem, identity.chain_pem)
     runtime = runtime or KeepRuntime()
@@ -758,7 +847,7 @@ def serve(sock_path: Path, identity: Identity, runtime: KeepRuntime | None = Non
                     _logger.warning("session failed before the workload arrived: %s", e)
                     continue
                 listener.close()  # Rule 2: one workload; nobody else may connect from now on
-                return run_workload(tls, decoder, frame, runtime, identity)
+                return run_workload(tls, decoder, frame, runtime, identity, secrets)
         return EXIT_PROTOCOL
     finally:
         listener.close()
@@ -864,7 +953,8 @@ def main(argv: list[str] | None = None) -> int:
             ", warm" if warm is not None else "",
             hashlib.sha256(identity.chain_pem).hexdigest()[:16],
         )
-        return serve(sock_path, identity, warm.runtime if warm is not None else None)
+        secrets = functools.partial(release_secrets, params=params, identity=identity, warm=warm)
+        return serve(sock_path, identity, warm.runtime if warm is not None else None, secrets)
     except Error as e:
         _logger.error("%s", e.diagnostics())
         _note_failure(sock_path, e.diagnostics())

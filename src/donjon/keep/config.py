@@ -63,6 +63,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_PEM_BYTES",
+    "MAX_SECRETS",
     "MAX_SOCKET_TIMEOUT_S",
     "MAX_STRING_BYTES",
     "MAX_TIMEOUT_S",
@@ -75,6 +76,7 @@ __all__ = [
     "Limits",
     "NetworkLimits",
     "Protocol",
+    "SecretSpec",
     "WorkloadConfig",
     "config_template",
     "load_config",
@@ -95,6 +97,7 @@ MAX_HOST_BYTES = 253  # bytes of a connect host: the longest DNS name (RFC 1035 
 MAX_PATH_BYTES = 4096  # bytes of a host or guest path: Linux PATH_MAX
 MAX_URL_BYTES = 2048  # bytes of the steward URL
 MAX_PEM_BYTES = 256 * 1024  # bytes of inline PEM trust anchors: a full public CA bundle fits
+MAX_SECRETS = 64  # [[secrets]] entries; each costs Steward a sealed value in one response
 # wasm32 addresses at most 65536 pages of 64 KiB = 4 GiB of linear memory (Wasm core spec §2.3.8).
 MAX_MEMORY_MIB = 4096  # MiB
 MAX_TIMEOUT_S = 365 * 24 * 3600.0  # seconds; a longer deadline is a typo, not a limit
@@ -114,6 +117,9 @@ DEFAULT_ARGV0 = "main.wasm"  # Enarx always passes this as argv[0]
 CONFIG_DICT_VERSION = 1  # version of the plain-data form (to_dict / from_dict)
 
 _RESERVED_ENV = frozenset({"FD_COUNT", "FD_NAMES"})
+# A secret's name at Steward (donjon.steward.secrets.SECRET_NAME: a bare TOML key, no dots);
+# repeated here because this module is on `donjon run`'s start-up path and Steward's is not.
+_SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _TOML_POSITION = re.compile(r"at line (\d+), column (\d+)")
@@ -301,6 +307,22 @@ _DEFAULT_STDIO = (
 
 
 @dataclass(frozen=True, slots=True)
+class SecretSpec:
+    """A ``[[secrets]]`` entry: a secret Steward releases to this workload once attested.
+
+    Attributes:
+        name: the secret's name at Steward (``donjon steward secret set NAME``).
+        env: the environment variable the workload reads it from.
+    """
+
+    name: str
+    env: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "env": self.env}
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadConfig:
     """Everything a workload is granted. Build it with :func:`parse_config`,
     :func:`load_config` or :meth:`from_dict`, which validate; the default is "no config".
@@ -315,16 +337,19 @@ class WorkloadConfig:
         dirs: pre-opened host directories.
         limits: resource limits.
         network: limits on the workload's sockets.
+        secrets: secrets Steward releases to the workload after attestation (deployed Keeps
+            only: the keep runtime asks for them, and adds them to the environment).
         source: the config's file name, for messages.
     """
 
     args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # values may be secrets
     steward: str | None = None
     files: tuple[FileSpec, ...] | None = None
     dirs: tuple[DirSpec, ...] = ()
     limits: Limits = field(default_factory=Limits)
     network: NetworkLimits = field(default_factory=NetworkLimits)
+    secrets: tuple[SecretSpec, ...] = ()
     source: str | None = None
 
     def effective_files(self) -> tuple[FileSpec, ...]:
@@ -371,6 +396,8 @@ class WorkloadConfig:
             out["network"] = network
         if self.files is not None:
             out["files"] = [f.to_dict() for f in self.files]
+        if self.secrets:
+            out["secrets"] = [s.to_dict() for s in self.secrets]
         if self.source is not None:
             out["source"] = self.source
         return out
@@ -503,7 +530,7 @@ class _Where:
         return ConfigFileError(self.file, line, _field_name(path) or None, problem)
 
 
-_TOP_KEYS = ("args", "env", "steward", "files", "dirs", "limits", "network")
+_TOP_KEYS = ("args", "env", "steward", "files", "dirs", "limits", "network", "secrets")
 _DICT_KEYS = ("version", *_TOP_KEYS, "source")
 _KIND_KEYS: dict[FileKind, tuple[str, ...]] = {
     FileKind.NULL: ("kind", "name"),
@@ -515,6 +542,7 @@ _KIND_KEYS: dict[FileKind, tuple[str, ...]] = {
 }
 _FILE_KEYS = tuple(dict.fromkeys(k for keys in _KIND_KEYS.values() for k in keys))
 _DIR_KEYS = ("host", "guest", "writable")
+_SECRET_KEYS = ("name", "env")
 _LIMIT_KEYS = ("memory_mib", "timeout_s")
 _NETWORK_KEYS = (
     "max_connections",
@@ -576,6 +604,7 @@ def _build(
     dirs = _dirs(where, data["dirs"], base_dir) if "dirs" in data else ()
     limits = _limits(where, data["limits"]) if "limits" in data else Limits()
     network = _network(where, data["network"]) if "network" in data else NetworkLimits()
+    secrets = _secrets(where, data["secrets"], env) if "secrets" in data else ()
     source = data.get("source") if env_as_pairs else where.file
     return WorkloadConfig(
         args=args,
@@ -585,6 +614,7 @@ def _build(
         dirs=dirs,
         limits=limits,
         network=network,
+        secrets=secrets,
         source=source if isinstance(source, str) else None,
     )
 
@@ -914,6 +944,48 @@ def _guest_path(where: _Where, path: KeyPath, value: Any) -> str:
             path, f'{_show(guest)} has an empty, "." or ".." component; write it plainly'
         )
     return "/" + "/".join(parts)
+
+
+def _secrets(where: _Where, value: Any, env: tuple[tuple[str, str], ...]) -> tuple[SecretSpec, ...]:
+    path: KeyPath = ("secrets",)
+    if isinstance(value, dict):
+        raise where.error(path, "must be an array of tables: write [[secrets]], not [secrets]")
+    example = '[[secrets]] tables with name = "..." env = "..."'
+    items = _list(where, path, value, MAX_SECRETS, example)
+    plain = {name for name, _ in env}
+    specs: list[SecretSpec] = []
+    names: dict[str, int] = {}
+    envs: dict[str, int] = {}
+    for index, item in enumerate(items):
+        here: KeyPath = (*path, index)
+        if not isinstance(item, dict):
+            raise where.error(here, f"must be a table ([[secrets]] entry), got {_type_name(item)}")
+        _reject_unknown(where, here, item, _SECRET_KEYS)
+        for key in _SECRET_KEYS:
+            if key not in item:
+                raise where.error((*here, key), f'is missing; add {key} = "..."')
+        name = _text(where, (*here, "name"), item["name"], 64)
+        if not _SECRET_NAME.fullmatch(name):
+            raise where.error(
+                (*here, "name"),
+                f"{_show(name)} is not a secret name: 1-64 of a-z, 0-9, '_' and '-', starting "
+                "with a letter or digit (the name given to `donjon steward secret set`)",
+            )
+        if name in names:
+            raise where.error((*here, "name"), f"{_show(name)} is already secrets[{names[name]}]")
+        variable = _text(where, (*here, "env"), item["env"], MAX_ENV_NAME_BYTES)
+        _env_entry(where, (*here, "env"), variable, "")
+        if variable in plain:
+            raise where.error(
+                (*here, "env"), f"{_show(variable)} is also set in [env]; give the secret its own"
+            )
+        if variable in envs:
+            raise where.error(
+                (*here, "env"), f"{_show(variable)} is already secrets[{envs[variable]}]'s variable"
+            )
+        names[name] = envs[variable] = index
+        specs.append(SecretSpec(name=name, env=variable))
+    return tuple(specs)
 
 
 def _limits(where: _Where, value: Any) -> Limits:

@@ -26,12 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from donjon.keep.config import KIB, FileKind, FileSpec, NetworkLimits, Protocol, WorkloadConfig
+from donjon.keep.errors import UnsupportedConfigError
 
 if TYPE_CHECKING:
     # Only the type: a run without sockets must not load the socket layer (ssl, threads).
@@ -87,7 +88,7 @@ class Invocation:
     """
 
     argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
+    env: tuple[tuple[str, str], ...] = field(repr=False)  # values may be secrets
     stdio: tuple[FileKind, FileKind, FileKind]
     preopens: tuple[Preopen, ...] = ()
     memory_bytes: int | None = None
@@ -145,7 +146,12 @@ class Invocation:
 
     @classmethod
     def from_config(
-        cls, config: WorkloadConfig, *, program: str, args: Sequence[str] = ()
+        cls,
+        config: WorkloadConfig,
+        *,
+        program: str,
+        args: Sequence[str] = (),
+        secrets: Mapping[str, str] | None = None,
     ) -> Invocation:
         """Work out what a run of ``program`` under ``config`` is granted.
 
@@ -153,15 +159,33 @@ class Invocation:
             config: the validated workload config (``WorkloadConfig()`` for none).
             program: ``argv[0]``, the module's name (e.g. ``"hello.wasm"``).
             args: arguments after the config's ``args`` (the command line's ``-- ARGS``).
+            secrets: the values Steward released for the config's ``[[secrets]]``, by secret
+                name; they join the environment after ``[env]``, in the config's order.
 
         Returns:
             The invocation.
+
+        Raises:
+            UnsupportedConfigError: the config asks for secrets and *secrets* lacks one (only a
+                deployed Keep with a Steward receives them).
         """
         limits = config.limits
         stdio, fds = _layout(config.effective_files())
+        env = config.environment()
+        if config.secrets:
+            released = secrets or {}
+            missing = [s.name for s in config.secrets if s.name not in released]
+            if missing:
+                raise UnsupportedConfigError(
+                    f"{config.source or 'the workload config'} asks Steward for secrets "
+                    f"({', '.join(missing)}), which Steward releases only to an attested Keep: "
+                    "deploy the workload with `donjon deploy --steward URL --ca FILE`, or remove "
+                    "[[secrets]] to run it here"
+                )
+            env += tuple((s.env, released[s.name]) for s in config.secrets)
         return cls(
             argv=(*config.argv(program), *args),
-            env=config.environment(),
+            env=env,
             stdio=stdio,
             fds=fds,
             preopens=tuple(Preopen(d.host, d.guest, d.writable) for d in config.dirs),

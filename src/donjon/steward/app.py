@@ -5,6 +5,7 @@ Endpoints (normative description: ``docs/protocol.md``)::
 
     GET  /v1/nonce    -> 200 application/cbor NonceResponse
     POST /v1/attest   application/cbor AttestRequest -> 200 application/cbor AttestResponse
+    POST /v1/secrets  application/cbor SecretsRequest -> 200 application/cbor SecretsResponse
     POST /            application/pkcs10 (Enarx) -> 200 application/pkix-pkipath [CA, leaf]
     GET  /v1/ca       -> 200 CA certificate, PEM (default) or DER (Accept: application/pkix-cert)
     GET  /            -> 200 (Enarx's health check)
@@ -22,9 +23,10 @@ fetching endorsements a Keep did not send (``--fetch-endorsements``): when they 
 in memory, that runs in a thread (``asyncio.to_thread``), so a slow AMD KDS or Intel PCS never
 stalls the loop; requests that need nothing fetched never leave it.
 Rule 4: no handler writes anything to disk; a rejected request changes nothing but the metrics
-and the nonce replay cache.
+and the nonce replay cache. ``/v1/secrets`` reads the released secrets from the state
+directory's secret store (small files, read whole).
 
-Seven fixed routes need no framework: a dict from path to method to handler, and one response
+Eight fixed routes need no framework: a dict from path to method to handler, and one response
 shape. Against Starlette's routing, request and response objects this saves ~70,000 instructions
 per request (``docs/performance.md``), on a path every Keep takes twice per certificate.
 """
@@ -32,6 +34,7 @@ per request (``docs/performance.md``), on a path every Keep takes twice per cert
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -46,9 +49,16 @@ from donjon.errors import ConfigError, DecodeError, Error
 from donjon.steward._http import bind_sockets, http_protocol, loop_name
 from donjon.steward.config import StewardSettings
 from donjon.steward.core import Clock, EndorsementSource, StewardCore, SystemClock, status_for
-from donjon.steward.messages import CONTENT_TYPE, MAX_REQUEST_BYTES, AttestRequest, ErrorBody
+from donjon.steward.messages import (
+    CONTENT_TYPE,
+    MAX_REQUEST_BYTES,
+    AttestRequest,
+    ErrorBody,
+    SecretsRequest,
+)
 from donjon.steward.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from donjon.steward.nonce import SharedReplayCache
+from donjon.steward.secrets import SecretStore
 from donjon.steward.state import init_state
 
 _logger = logging.getLogger(__name__)
@@ -187,6 +197,7 @@ class StewardApp:
         self._routes: dict[str, dict[str, Handler]] = {
             "/v1/nonce": {"GET": self.nonce},
             "/v1/attest": {"POST": self.attest},
+            "/v1/secrets": {"POST": self.secrets},
             "/": {"POST": self.enarx_attest, "GET": self.health},
             "/v1/ca": {"GET": self.ca},
             "/healthz": {"GET": self.health},
@@ -252,6 +263,28 @@ class StewardApp:
         return _cbor(self.core.nonce().encode())
 
     async def attest(self, scope: Scope, receive: Receive) -> _Reply:
+        async def handle(body: bytes) -> bytes:
+            request = AttestRequest.decode(body)
+            if self.core.fetches_endorsements:
+                request = await self._endorse(request)
+            return self.core.attest_response(request).encode()
+
+        return await self._cbor_post(scope, receive, handle)
+
+    async def secrets(self, scope: Scope, receive: Receive) -> _Reply:
+        async def handle(body: bytes) -> bytes:
+            request = SecretsRequest.decode(body)
+            if self.core.fetches_endorsements:
+                attest = await self._endorse(request.attest)
+                request = dataclasses.replace(request, attest=attest)
+            return self.core.release(request).encode()
+
+        return await self._cbor_post(scope, receive, handle)
+
+    async def _cbor_post(
+        self, scope: Scope, receive: Receive, handle: Callable[[bytes], Awaitable[bytes]]
+    ) -> _Reply:
+        """A CBOR request in, a CBOR answer out: the body bounded, every refusal explained."""
         try:
             body = await _read_body(
                 scope,
@@ -260,10 +293,7 @@ class StewardApp:
                 limit=self.max_body_bytes,
                 seconds=self.body_read_seconds,
             )
-            request = AttestRequest.decode(body)
-            if self.core.fetches_endorsements:
-                request = await self._endorse(request)
-            response = self.core.attest_response(request)
+            answer = await handle(body)
         except (_BodyTooLargeError, _BodyTimeoutError, _WrongContentTypeError, Error) as e:
             return self._rejection(e, text=False)
         except _DisconnectedError:
@@ -271,7 +301,7 @@ class StewardApp:
         except Exception:
             return self._internal_error(text=False)
         self.metrics.observe_verdict(accepted=True, reason="accepted")
-        return _cbor(response.encode())
+        return _cbor(answer)
 
     async def _endorse(self, request: AttestRequest) -> AttestRequest:
         """Complete the request's endorsements: in the loop from memory, else in a thread."""
@@ -516,6 +546,7 @@ def serve(
             cert_lifetime=settings.cert_lifetime,
             replay_cache=replay_cache,
             endorsements=_endorsement_source(settings, clock),
+            secrets=SecretStore(settings.state_dir),
         )
         return StewardApp(core)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,9 @@ from cryptography import x509
 import donjon.errors as errors
 from donjon._closing import Closing
 from donjon.attestation.result import Endorsements, Platform
+from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import (
+    KeyPair,
     certificate_der,
     certificate_spki,
     load_certificate,
@@ -42,6 +45,7 @@ from donjon.crypto.ca import (
     verify_signed_result,
 )
 from donjon.crypto.oids import DONJON_ATTESTATION_RESULT
+from donjon.crypto.sealing import SealError, open_secret
 from donjon.errors import (
     ConnectError,
     DecodeError,
@@ -58,6 +62,8 @@ from donjon.steward.messages import (
     ErrorBody,
     NonceResponse,
     ResultClaims,
+    SecretsRequest,
+    SecretsResponse,
     claims_of,
 )
 
@@ -65,8 +71,11 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 """Per-request timeout: verification of Intel quotes with collateral takes tens of ms; 30 s
 covers a loaded Steward without hanging a Keep forever."""
 
-MAX_RESPONSE_BYTES = 1024 * 1024
-"""Largest Steward answer read (bytes): two certificates and a result are ~3 KiB."""
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Largest Steward answer read (bytes): two certificates and a result are ~3 KiB; a secrets
+answer may add up to 64 sealed secrets of 64 KiB."""
+
+_NO_ENDORSEMENTS = Endorsements()
 
 # Error classes a Steward may name; anything else becomes RemoteProtocolError.
 _NAMED_ERRORS: dict[str, type[Error]] = {
@@ -267,6 +276,68 @@ class StewardClient(Closing):
         return check_issued(
             answer, spki_der=spki, nonce=nonce, ca=self._ca, client_nonce=client_nonce
         )
+
+    def secrets(
+        self,
+        key: KeyPair,
+        workload: str,
+        names: Sequence[str],
+        *,
+        evidence: Callable[[bytes], bytes],
+        platform: Platform | str,
+        endorsements: Endorsements = _NO_ENDORSEMENTS,
+    ) -> dict[str, bytes]:
+        """Ask for secrets released to *workload*: attest *key* (a fresh nonce, a CSR naming
+        the workload, evidence from *evidence(report_data)*) and open what Steward seals to it.
+
+        Returns:
+            The secrets' values by name: exactly *names*.
+
+        Raises:
+            PolicyError: Steward does not release a secret to this workload (its reason).
+            VerificationError: Steward rejected the evidence.
+            SignatureError, RemoteProtocolError: an answer that does not check out (another CA
+                than the pinned one, another key, nonce or workload, missing or extra secrets,
+                a sealed value that does not open with *key*).
+            TransportError: Steward could not be reached.
+        """
+        nonce = self.nonce()
+        csr = key.csr(uris=[workload])
+        request = SecretsRequest(
+            attest=AttestRequest(
+                csr=csr,
+                platform=str(platform),
+                evidence=evidence(report_data_for(key.spki_der, nonce)),
+                nonce=nonce,
+                certs=endorsements.certs,
+                collateral=endorsements.collateral,
+            ),
+            names=tuple(names),
+        )
+        response = self._request(
+            "POST", "/v1/secrets", content=request.encode(), headers={"content-type": CONTENT_TYPE}
+        )
+        answer: SecretsResponse = _decode(SecretsResponse.decode, response.content)
+        issued = check_issued(
+            AttestResponse(chain=answer.chain, result=answer.result),
+            spki_der=key.spki_der,
+            nonce=nonce,
+            ca=self._ca,
+        )
+        if issued.claims.workload != workload:
+            raise RemoteProtocolError(
+                f"Steward released secrets to workload {issued.claims.workload}, not ours"
+            )
+        if set(answer.sealed) != set(names):
+            raise RemoteProtocolError("Steward released other secrets than the ones asked for")
+        key_pem = key.private_key_pem()
+        try:
+            return {
+                name: open_secret(answer.sealed[name], key_pem, name=name, nonce=nonce)
+                for name in names
+            }
+        except (SealError, DecodeError) as e:
+            raise RemoteProtocolError(f"Steward answer: {e.message}") from e
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -14,6 +14,9 @@ A Steward policy file is an attestation policy (``donjon.attestation.policy``, s
     enarx = true                                    # accept Enarx CSRs on POST / (default true)
     dev_keys = ["<hex DER SPKI>"]                   # pin nil development keys; absent = any
 
+    [steward.secrets]                               # which workloads receive which secrets
+    db-password = ["donjon:workload:sha256:<hex>"]  # released to these workloads only
+
 ``allow_insecure = true`` (top level, an attestation-policy key) is what admits ``nil`` evidence
 and Enarx KVM CSRs; the built-in ``dev`` policy sets it for the demo and nothing else does.
 
@@ -22,6 +25,8 @@ numbers, so attestation-policy errors still point at the right line), and the cu
 the rest must parse to exactly the same document minus ``steward``.
 Rule 2: unknown keys and wrong types are ``ConfigError`` with ``file:line: field: problem``.
 Rule 3: the policy digest covers both parts, so a result names exactly the rules applied.
+Rule 4: a secret is released only to workloads its rule names: there is no "any workload"
+rule, and a measurement-derived identity (no workload named) never receives one.
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ MAX_SPKI_BYTES: Final = 512
 MAX_WORKLOADS: Final = 10_000
 """Most workload identities one policy may list (bounds lookups and file size)."""
 
+MAX_SECRET_RULES: Final = 10_000
+"""Most secrets one policy may have release rules for."""
+
+SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""A secret's name (match in full): a bare TOML key without dots, as ``donjon.steward.secrets``."""
+
 WORKLOAD_URI = re.compile(r"^donjon:workload:sha256:[0-9a-f]{64}$")
 """A workload identity a Keep may claim in its CSR: the SHA-256 of the workload package."""
 
@@ -74,7 +85,7 @@ description = "development only: accepts nil evidence, which no hardware protect
 reject_debug = false
 """
 
-_STEWARD_KEYS: Final = frozenset({"workloads", "dns_names", "enarx", "dev_keys"})
+_STEWARD_KEYS: Final = frozenset({"workloads", "dns_names", "enarx", "dev_keys", "secrets"})
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]#]*?)\s*\]\s*(#.*)?$")
 _ANY_HEADER = re.compile(r"^\s*\[")
 _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
@@ -94,6 +105,7 @@ class StewardPolicy:
         enarx: accept Enarx-format CSRs on ``POST /``.
         dev_keys: DER SPKIs of the only development keys whose ``nil`` evidence is accepted;
             empty = any development key (``nil`` still needs ``allow_insecure``).
+        secrets: release rules: (secret name, the workload identities it may go to), sorted.
     """
 
     attestation: Policy
@@ -101,6 +113,7 @@ class StewardPolicy:
     dns_names: tuple[str, ...] = ()
     enarx: bool = True
     dev_keys: frozenset[bytes] = frozenset()
+    secrets: tuple[tuple[str, frozenset[str]], ...] = ()
     _digest: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +141,15 @@ class StewardPolicy:
             "dns_names": sorted(self.dns_names),
             "enarx": self.enarx,
             "dev_keys": sorted(k.hex() for k in self.dev_keys),
+            "secrets": {name: sorted(workloads) for name, workloads in self.secrets},
         }
+
+    def secret_readers(self, name: str) -> frozenset[str]:
+        """The workload identities secret *name* may be released to (empty: none)."""
+        for rule_name, workloads in self.secrets:
+            if rule_name == name:
+                return workloads
+        return frozenset()
 
     def allows_dns_name(self, name: str) -> bool:
         """Whether a CSR may request DNS SAN *name* (lowercase)."""
@@ -239,8 +260,14 @@ class StewardPolicy:
         if not isinstance(enarx, bool):
             _fail(source, text, "steward.enarx", "must be true or false")
         dev_keys = _dev_keys(source, text, table.get("dev_keys", []))
+        secrets = _secret_rules(source, text, table.get("secrets", {}))
         return cls(
-            attestation, workloads=workloads, dns_names=dns_names, enarx=enarx, dev_keys=dev_keys
+            attestation,
+            workloads=workloads,
+            dns_names=dns_names,
+            enarx=enarx,
+            dev_keys=dev_keys,
+            secrets=secrets,
         )
 
 
@@ -251,7 +278,7 @@ def _workloads(source: str, text: str, value: Any) -> frozenset[str]:
     if len(value) > MAX_WORKLOADS:
         _fail(source, text, where, f"has {len(value)} entries; at most {MAX_WORKLOADS}")
     for v in value:
-        if not (WORKLOAD_URI.match(v) or MEASUREMENT_URI.match(v)):
+        if not (WORKLOAD_URI.fullmatch(v) or MEASUREMENT_URI.fullmatch(v)):
             _fail(
                 source,
                 text,
@@ -260,6 +287,56 @@ def _workloads(source: str, text: str, value: Any) -> frozenset[str]:
                 "write donjon:workload:sha256:<64 hex> or donjon:measurement:<platform>:<hex>",
             )
     return frozenset(value)
+
+
+def _secret_rules(source: str, text: str, value: Any) -> tuple[tuple[str, frozenset[str]], ...]:
+    if not isinstance(value, dict):
+        _fail(
+            source,
+            text,
+            "steward.secrets",
+            "must be a table of secret names",
+            'write [steward.secrets] then NAME = ["donjon:workload:sha256:<hex>", ...]',
+        )
+    if len(value) > MAX_SECRET_RULES:
+        _fail(
+            source, text, "steward.secrets", f"has {len(value)} rules; at most {MAX_SECRET_RULES}"
+        )
+    rules: list[tuple[str, frozenset[str]]] = []
+    for name, readers in value.items():
+        where = f"steward.secrets.{name}"
+        if not SECRET_NAME.fullmatch(name):
+            _fail(
+                source,
+                text,
+                where,
+                "is not a secret name",
+                "use 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
+            )
+        if not isinstance(readers, list) or not all(isinstance(v, str) for v in readers):
+            _fail(source, text, where, "must be a list of workload identity URIs")
+        if not readers:
+            _fail(
+                source,
+                text,
+                where,
+                "names no workload, so the secret would go to none",
+                "list the workloads (`donjon workload id` prints one's identity) or remove it",
+            )
+        if len(readers) > MAX_WORKLOADS:
+            _fail(source, text, where, f"has {len(readers)} entries; at most {MAX_WORKLOADS}")
+        for v in readers:
+            if not WORKLOAD_URI.fullmatch(v):
+                _fail(
+                    source,
+                    text,
+                    where,
+                    f"{v[:80]!r} is not a workload identity",
+                    "write donjon:workload:sha256:<64 hex> (`donjon workload id` prints it); "
+                    "a secret never goes to a Keep that does not name its workload",
+                )
+        rules.append((name, frozenset(readers)))
+    return tuple(sorted(rules))
 
 
 def _dns_names(source: str, text: str, value: Any) -> tuple[str, ...]:
@@ -304,7 +381,8 @@ def _cut_table(text: str, table: str) -> str:
     for line in lines:
         header = _HEADER.match(line)
         if header:
-            inside = header.group(1) == table
+            name = header.group(1)
+            inside = name == table or name.startswith(table + ".")
         elif _ANY_HEADER.match(line) and line.lstrip().startswith("[["):
             inside = False
         out.append("\n" if inside and line.endswith("\n") else ("" if inside else line))
@@ -318,16 +396,17 @@ def _line_of(text: str, dotted: str) -> int | None:
         header = _HEADER.match(line)
         if header:
             table = header.group(1)
-            if len(parts) == 1 and table == parts[0]:
+            if table == dotted:
                 return lineno
             continue
         if (
-            len(parts) == 2
-            and table == parts[0]
-            and re.match(rf"^\s*{re.escape(parts[1])}\s*=", line)
+            len(parts) >= 2
+            and table == ".".join(parts[:-1])
+            and re.match(rf"^\s*{re.escape(parts[-1])}\s*=", line)
         ):
             return lineno
-    return None
+    # A key of a sub-table written inline (`secrets = {...}`) is on its parent key's line.
+    return _line_of(text, ".".join(parts[:-1])) if len(parts) > 2 else None
 
 
 def _fail(source: str, text: str, dotted: str, problem: str, hint: str = "") -> NoReturn:

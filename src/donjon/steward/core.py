@@ -57,6 +57,7 @@ from donjon.crypto.oids import (
     ENARX_SGX,
     ENARX_SNP,
 )
+from donjon.crypto.sealing import seal_secret
 from donjon.errors import (
     ConfigError,
     DecodeError,
@@ -80,6 +81,8 @@ from donjon.steward.messages import (
     CsrEvidence,
     NonceResponse,
     ResultClaims,
+    SecretsRequest,
+    SecretsResponse,
 )
 from donjon.steward.nonce import (
     DEFAULT_NONCE_LIFETIME,
@@ -112,6 +115,13 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class SecretSource(Protocol):
+    """Where released secrets' values come from (``donjon.steward.secrets.SecretStore``)."""
+
+    def get(self, name: str) -> bytes | None:
+        """The value of secret *name*, or None if there is none."""
 
 
 class CompletedEndorsements(Protocol):
@@ -282,14 +292,14 @@ def workload_identity(csr: CertificateRequest, evidence: VerifiedEvidence) -> st
         raise DecodeError("the CSR requests more than one URI SAN; request one workload identity")
     if csr.uris:
         uri = csr.uris[0]
-        if not WORKLOAD_URI.match(uri):
+        if not WORKLOAD_URI.fullmatch(uri):
             raise DecodeError(
                 f"CSR URI SAN {uri[:100]!r} is not a workload identity; the only URI Steward "
                 "certifies is donjon:workload:sha256:<64 lowercase hex>"
             )
         return uri
     derived = f"donjon:measurement:{evidence.platform}:{evidence.measurement.hex()}"
-    if not MEASUREMENT_URI.match(derived):
+    if not MEASUREMENT_URI.fullmatch(derived):
         raise EvidenceFormatError("the evidence's measurement cannot name a workload identity")
     return derived
 
@@ -309,6 +319,8 @@ class StewardCore:
             (``serve`` gives its workers one :class:`~donjon.steward.nonce.SharedReplayCache`).
         endorsements: where endorsements a client did not send come from (rule 5); None:
             verify only what the client sent.
+        secrets: where the values of secrets released under ``[steward.secrets]`` come from;
+            None: this Steward releases none.
     """
 
     def __init__(
@@ -323,8 +335,10 @@ class StewardCore:
         binding: KeyBinding = STRICT_BINDING,
         replay_cache: ReplayCache | None = None,
         endorsements: EndorsementSource | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.ca = ca
+        self._secrets = secrets
         self.policy = policy
         self.clock = clock
         self.cert_lifetime = cert_lifetime
@@ -388,6 +402,61 @@ class StewardCore:
         """:meth:`attest`, shaped as the wire response."""
         issued = self.attest(request)
         return AttestResponse(chain=issued.chain, result=issued.result)
+
+    # -- secrets -----------------------------------------------------------------------------
+
+    def release(self, request: SecretsRequest) -> SecretsResponse:
+        """Handle ``POST /v1/secrets``: attest exactly as :meth:`attest`, then release each
+        secret named, sealed to the CSR's key, if a rule names the CSR's workload for it.
+
+        All or nothing: one secret not released refuses the request, so a workload never starts
+        with half its secrets. The refusal does not say whether the secret exists (a workload
+        no rule names learns nothing about the store); Steward's log says which it was.
+
+        Raises:
+            everything :meth:`attest` raises, and
+            PolicyError: the CSR names no workload, or a secret is not released to it.
+        """
+        issued = self.attest(request.attest)
+        workload = issued.claims.workload
+        if not WORKLOAD_URI.fullmatch(workload):
+            raise PolicyError(
+                "a Keep asking for secrets must name its workload: put its "
+                "donjon:workload:sha256:<hex> identity in the CSR as a URI SAN (the keep runtime "
+                "does this once it has the workload)"
+            )
+        key_id = issued.claims.key_sha256.hex()[:16]
+        recipient = parse_csr(request.attest.csr).spki_der
+        sealed: dict[str, bytes] = {}
+        for name in request.names:
+            allowed = workload in self.policy.secret_readers(name)
+            value = self._secrets.get(name) if allowed and self._secrets is not None else None
+            if value is None:
+                if not allowed:
+                    why = "no release rule names this workload"
+                elif self._secrets is None:
+                    why = "this Steward has no secret store"
+                else:
+                    why = "it is not stored"
+                _logger.warning(
+                    "refused secret %s to workload %s (key %s): %s", name, workload, key_id, why
+                )
+                raise PolicyError(
+                    f"secret {name!r} is not released to workload {workload} by policy "
+                    f"'{self.policy.name}': its owner must store it (`donjon steward secret set "
+                    f"{name}`) and name this workload in a release rule ([steward.secrets] "
+                    f'{name} = ["{workload}"])'
+                )
+            sealed[name] = seal_secret(value, recipient, name=name, nonce=request.attest.nonce)
+        _logger.info(
+            "released %d secret(s) %s to workload %s (key %s, policy %s)",
+            len(sealed),
+            ", ".join(sorted(sealed)),
+            workload,
+            key_id,
+            self.policy.name,
+        )
+        return SecretsResponse(chain=issued.chain, result=issued.result, sealed=sealed)
 
     # -- endorsements a client did not send (rule 5) -----------------------------------------
 
@@ -706,6 +775,7 @@ __all__ = [
     "EndorsementSource",
     "Issued",
     "KeyBinding",
+    "SecretSource",
     "StewardCore",
     "SystemClock",
     "keep_name",

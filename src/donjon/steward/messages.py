@@ -33,7 +33,7 @@ result and the value of the ``DONJON_ATTESTATION_RESULT`` certificate extension.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from donjon.errors import DecodeError
@@ -174,6 +174,10 @@ class _Fields:
                 raise DecodeError(f"{self._what}: {key}[{i}] must be a short text string")
         return tuple(raw)
 
+    def mapping(self, key: str) -> dict[Any, Any]:
+        value: dict[Any, Any] = self._take(key, dict)
+        return value
+
     def done(self) -> None:
         if self._map:
             names = ", ".join(repr(k) for k in sorted(self._map))
@@ -255,7 +259,13 @@ class AttestRequest:
     @classmethod
     def decode(cls, data: bytes) -> AttestRequest:
         f = _Fields(_decode_map(data, what="attest request"), what="attest request")
-        msg = cls(
+        msg = cls._take(f)
+        f.done()
+        return msg
+
+    @classmethod
+    def _take(cls, f: _Fields) -> AttestRequest:
+        return cls(
             csr=f.bytes_("csr"),
             platform=f.text("platform"),
             evidence=f.bytes_("evidence"),
@@ -263,6 +273,88 @@ class AttestRequest:
             certs=f.bytes_list("certs", optional=True),
             collateral=f.bytes_list("collateral", optional=True),
             client_nonce=f.client_nonce(),
+        )
+
+
+MAX_SECRETS_PER_REQUEST = 64
+"""Most secrets one ``/v1/secrets`` request may name (a workload config's ``[[secrets]]`` limit)."""
+
+MAX_SEALED_SECRET_BYTES = 64 * 1024 + 1024
+"""Largest sealed secret in a response (bytes): the largest secret plus HPKE's overhead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsRequest:
+    """``POST /v1/secrets``: an attestation exactly as for ``/v1/attest`` whose CSR names the
+    workload (one ``donjon:workload:sha256:`` URI SAN), and the names of the secrets it asks for.
+    """
+
+    attest: AttestRequest
+    names: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        body = decode(self.attest.encode(), what="attest request")
+        body["names"] = list(self.names)
+        return encode(body)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SecretsRequest:
+        what = "secrets request"
+        f = _Fields(_decode_map(data, what=what), what=what)
+        names = f.text_list("names")
+        if not names:
+            raise DecodeError(f"{what}: field 'names' is empty; name the secrets to release")
+        if len(names) > MAX_SECRETS_PER_REQUEST:
+            raise DecodeError(
+                f"{what}: {len(names)} names; at most {MAX_SECRETS_PER_REQUEST} per request"
+            )
+        if len(set(names)) != len(names):
+            raise DecodeError(f"{what}: a secret is named twice in 'names'")
+        attest = AttestRequest._take(f)
+        f.done()
+        return cls(attest=attest, names=names)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsResponse:
+    """Released secrets, each sealed to the CSR's key (:mod:`donjon.crypto.sealing`, HPKE with
+    the request's nonce and the secret's name in ``info``), with the certificate chain and the
+    signed attestation result naming the workload they were released to (as ``/v1/attest``
+    answers, so the Keep checks them the same way)."""
+
+    chain: tuple[bytes, ...]
+    result: bytes
+    sealed: dict[str, bytes] = field(repr=False)
+
+    def encode(self) -> bytes:
+        return encode(
+            {
+                "v": PROTOCOL_VERSION,
+                "chain": list(self.chain),
+                "result": self.result,
+                "secrets": dict(self.sealed),
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> SecretsResponse:
+        what = "secrets response"
+        f = _Fields(_decode_map(data, what=what), what=what)
+        raw = f.mapping("secrets")
+        if len(raw) > MAX_SECRETS_PER_REQUEST:
+            raise DecodeError(f"{what}: {len(raw)} secrets; at most {MAX_SECRETS_PER_REQUEST}")
+        sealed: dict[str, bytes] = {}
+        for name, value in raw.items():
+            if type(name) is not str or len(name) > MAX_TEXT_CHARS:
+                raise DecodeError(f"{what}: secret names must be short text strings")
+            if type(value) is not bytes or len(value) > MAX_SEALED_SECRET_BYTES:
+                raise DecodeError(
+                    f"{what}: secret {name[:64]!r} must be a byte string of at most "
+                    f"{MAX_SEALED_SECRET_BYTES} bytes"
+                )
+            sealed[name] = value
+        msg = cls(
+            chain=f.bytes_list("chain", min_items=2), result=f.bytes_("result"), sealed=sealed
         )
         f.done()
         return msg
@@ -462,6 +554,8 @@ __all__ = [
     "MAX_FIELD_BYTES",
     "MAX_LIST_ITEMS",
     "MAX_REQUEST_BYTES",
+    "MAX_SEALED_SECRET_BYTES",
+    "MAX_SECRETS_PER_REQUEST",
     "PROTOCOL_VERSION",
     "AttestRequest",
     "AttestResponse",
@@ -469,5 +563,7 @@ __all__ = [
     "ErrorBody",
     "NonceResponse",
     "ResultClaims",
+    "SecretsRequest",
+    "SecretsResponse",
     "claims_of",
 ]

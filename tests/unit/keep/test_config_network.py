@@ -375,14 +375,14 @@ INVALID: list[tuple[str, str, int, str, str]] = [
         1,
         "netwrok",
         'unknown key; did you mean "network"? allowed here: args, env, steward, files, dirs, '
-        "limits, network",
+        "limits, network, secrets",
     ),
     (
         "network-key-at-top-level",
         "max_connections = 8\n",
         1,
         "max_connections",
-        "unknown key; allowed here: args, env, steward, files, dirs, limits, network",
+        "unknown key; allowed here: args, env, steward, files, dirs, limits, network, secrets",
     ),
     (
         "network-key-in-limits",

@@ -1,0 +1,195 @@
+"""Secrets released by Steward to an attested Keep, end to end.
+
+A real Steward with a secret store and a release rule, a real keep manager, loaders and keep
+runtimes: the workload named by the rule receives its secret in its environment; the same
+module with other arguments (another identity) is refused before it starts, with a message
+that says which rule is missing; the secret never crosses the host's relay in the clear and
+never reaches a log.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
+from donjon.errors import UsageError
+from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
+from donjon.steward.secrets import SecretStore
+from tests.integration.deploy_support import (
+    EXAMPLES,
+    ManagerHandle,
+    RelayRecorder,
+    pin_dev_key,
+    run_donjon,
+    running_manager,
+    running_steward,
+)
+
+pytestmark = pytest.mark.integration
+
+CONFIG = '[env]\nLANGUAGE = "en"\n\n[[secrets]]\nname = "db-password"\nenv = "DB_PASSWORD"\n'
+
+
+@pytest.fixture(autouse=True)
+def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    return pin_dev_key(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def recorder() -> RelayRecorder:
+    return RelayRecorder()
+
+
+@pytest.fixture
+def host(tmp_path: Path, recorder: RelayRecorder) -> Iterator[ManagerHandle]:
+    with running_manager(tmp_path / "host", relay_tap=recorder) as handle:
+        yield handle
+
+
+@pytest.fixture
+def value() -> bytes:
+    # Random, so that finding it anywhere (relay, logs) can only mean it leaked.
+    return b"pw-" + secrets.token_hex(16).encode()
+
+
+@pytest.fixture
+def store(tmp_path: Path, value: bytes) -> SecretStore:
+    store = SecretStore(tmp_path / "steward")
+    store.set("db-password", value)
+    return store
+
+
+@pytest.fixture
+def workload(tmp_path: Path) -> Workload:
+    d = tmp_path / "workload"
+    d.mkdir()
+    (d / "argsenv.wasm").write_bytes((EXAMPLES / "argsenv.wasm").read_bytes())
+    (d / "Enarx.toml").write_text(CONFIG)
+    return Workload.load(d)
+
+
+def _policy(*readers: str) -> StewardPolicy:
+    rule = ", ".join(f'"{r}"' for r in readers)
+    return StewardPolicy.parse(
+        DEV_POLICY_TOML + f"\n[steward.secrets]\ndb-password = [{rule}]\n", source="policy.toml"
+    )
+
+
+def _deploy(
+    workload: Workload, host: ManagerHandle, steward: object
+) -> tuple[DeployResult, bytes, bytes]:
+    options = DeployOptions(
+        host=host.url,
+        token=host.token,
+        steward=steward.url,  # type: ignore[attr-defined]
+        steward_ca=steward.ca,  # type: ignore[attr-defined]
+        insecure=True,
+    )
+    out, err = io.BytesIO(), io.BytesIO()
+    result = deploy(workload, options, stdout=out, stderr=err)
+    return result, out.getvalue(), err.getvalue()
+
+
+def _everything_logged(host: ManagerHandle, caplog: pytest.LogCaptureFixture) -> bytes:
+    """The host's files (keep logs, statuses, launch parameters) and this process's log."""
+    files = b"".join(p.read_bytes() for p in host.state_dir.rglob("*") if p.is_file())
+    return files + caplog.text.encode()
+
+
+def test_the_named_workload_receives_its_secret_and_nothing_leaks(
+    host: ManagerHandle,
+    recorder: RelayRecorder,
+    store: SecretStore,
+    workload: Workload,
+    value: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with running_steward(_policy(workload.identity), secrets=store) as steward:
+        result, out, err = _deploy(workload, host, steward)
+    assert (result.exit_code, err, result.error) == (0, b"", None)
+    assert out.decode().splitlines()[-3:] == [
+        "env FD_NAMES=stdin:stdout:stderr",
+        "env LANGUAGE=en",
+        f"env DB_PASSWORD={value.decode()}",  # after [env], in the config's order
+    ]
+    assert recorder.carried(), "the relay carried the session"
+    assert value not in recorder.carried()
+    assert value not in _everything_logged(host, caplog)
+    assert f"released 1 secret(s) db-password to workload {workload.identity}" in caplog.text
+
+
+def test_another_identity_is_refused_before_the_workload_starts(
+    host: ManagerHandle, store: SecretStore, workload: Workload, value: bytes
+) -> None:
+    other = Workload(
+        module=workload.module, config=workload.config, name=workload.name, args=("--dump",)
+    )
+    assert other.identity != workload.identity  # the arguments are part of the identity
+    with running_steward(_policy(workload.identity), secrets=store) as steward:
+        result, out, err = _deploy(other, host, steward)
+    assert result.exit_code == 125
+    assert out == b""  # the workload never ran
+    assert result.message is not None
+    assert "secret 'db-password' is not released to workload " + other.identity in result.message
+    assert '[steward.secrets] db-password = ["' + other.identity + '"]' in result.message
+    assert value.decode() not in result.message + err.decode()
+
+
+def test_an_unstored_secret_is_refused_like_an_unnamed_one(
+    host: ManagerHandle, tmp_path: Path, workload: Workload
+) -> None:
+    empty = SecretStore(tmp_path / "empty")
+    with running_steward(_policy(workload.identity), secrets=empty) as steward:
+        result, out, _ = _deploy(workload, host, steward)
+    assert (result.exit_code, out) == (125, b"")
+    assert result.message is not None and "is not released to workload" in result.message
+
+
+def test_secrets_need_a_steward(host: ManagerHandle, workload: Workload) -> None:
+    options = DeployOptions(host=host.url, token=host.token, insecure=True)
+    with pytest.raises(UsageError, match=r"asks Steward for secrets \(db-password\)"):
+        deploy(workload, options, stdout=io.BytesIO(), stderr=io.BytesIO())
+
+
+def test_donjon_run_explains_where_secrets_come_from(workload: Workload, tmp_path: Path) -> None:
+    config = tmp_path / "workload" / "Enarx.toml"
+    result = run_donjon(
+        ["run", "--backend", "nil", "--wasmcfgfile", str(config), str(EXAMPLES / "argsenv.wasm")]
+    )
+    assert result.returncode == 3
+    assert "releases only to an attested Keep" in result.stderr
+    assert "donjon deploy --steward URL --ca FILE" in result.stderr
+
+
+def test_cli_workload_id_matches_what_the_keep_names(workload: Workload, tmp_path: Path) -> None:
+    workload_dir = tmp_path / "workload"
+    result = run_donjon(["workload", "id", str(workload_dir)])
+    assert (result.returncode, result.stdout.strip()) == (0, workload.identity)
+    moved = run_donjon(["workload", "id", str(workload_dir), "--", "--dump"])
+    assert moved.stdout.strip() != workload.identity
+
+
+def test_cli_deploy_with_a_secret(
+    host: ManagerHandle, store: SecretStore, workload: Workload, value: bytes, tmp_path: Path
+) -> None:
+    with running_steward(_policy(workload.identity), secrets=store) as steward:
+        ca = steward.write_ca(tmp_path / "ca.crt")
+        token = tmp_path / "token"
+        token.write_text(host.token)
+        result = run_donjon(
+            [
+                "deploy",
+                str(tmp_path / "workload"),
+                *("--host", host.url, "--token-file", str(token)),
+                *("--steward", steward.url, "--ca", str(ca), "--insecure"),
+            ]
+        )
+    assert result.returncode == 0, result.stderr
+    assert f"env DB_PASSWORD={value.decode()}" in result.stdout.splitlines()
