@@ -1,12 +1,14 @@
 """``donjon demo``, the README's first command, end to end as a user runs it (a subprocess).
 
 It starts Steward and a keep manager, deploys hello to an attested nil Keep, then deploys the
-echo server and talks TLS to it as a client that trusts only Steward's CA; everything it
-started must be gone when it returns.
+echo server and talks TLS to it as a client that trusts only Steward's CA, then shows a secret
+released by Steward to one workload identity only; everything it started must be gone when it
+returns.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -40,7 +42,13 @@ def test_demo_deploys_hello_and_an_attested_tls_echo_server_then_cleans_up(
     assert "same key      yes: the certificate the deploy verified" in err
     assert "echoed        a secret only the Keep may read" in err
     assert ".keep.donjon.invalid" in err  # the client checked the Keep's name on its certificate
-    assert "== 6. services stopped" in err and "Traceback" not in err
+    # A secret released to the workload its rule names, refused to the same module with
+    # another argument.
+    released = re.search(r"released +DEMO_TOKEN=(\S+)", err)
+    assert released is not None and len(released.group(1)) >= 16, err
+    assert re.search(r"refused +exit 125: secret 'demo-token' is not released to workload", err)
+    assert released.group(1) not in result.stdout.decode()  # shown once, by the demo only
+    assert "== 7. services stopped" in err and "Traceback" not in err
     # Nothing it started outlives it, and its temporary directory is gone.
     deadline = time.monotonic() + 10
     while live_processes_mentioning(str(scratch)) and time.monotonic() < deadline:

@@ -6,7 +6,10 @@
 3. Print what was verified and the workload's output.
 4. Deploy a network workload (the echo server) the same way; connect to it with TLS as a client
    that trusts nothing but Steward's CA: the TLS ends inside the Keep, with the certificate the
-   deploy verified. Stop everything; exit 0.
+   deploy verified.
+5. Deploy a workload whose config asks Steward for a secret that Steward's policy releases to
+   that workload's identity only: it receives it; the same module with another argument (another
+   identity) is refused before it starts. Stop everything; exit 0.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from donjon.errors import Error, KeepLaunchError
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from donjon.client.deploy import DeployOptions, DeployResult
+    from donjon.client.deploy import DeployOptions, DeployResult, Workload
 
 _LISTENING = re.compile(rb"listening on (http://[0-9.]+:\d+)")
 _KEEP_LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)")
@@ -56,6 +59,13 @@ port = 0
 max_connections = 8
 """
 ECHO_MESSAGE = b"a secret only the Keep may read"
+BROKERED_NAME = "demo-token"
+BROKERED_CONFIG = """\
+# argsenv prints its environment: DEMO_TOKEN shows that the secret arrived.
+[[secrets]]
+name = "demo-token"
+env = "DEMO_TOKEN"
+"""
 
 
 @contextmanager
@@ -130,6 +140,7 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
 
     try:
         say("== 1. Steward (attestation service, dev policy) and a keep manager on loopback")
+        secret_workload, policy = _secret_setup(tmp) if workload is None else (None, "dev")
         with (
             _service(
                 [
@@ -140,7 +151,7 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
                     "--state-dir",
                     str(tmp / "steward"),
                     "--policy",
-                    "dev",
+                    policy,
                 ],
                 tmp / "steward.log",
             ) as steward_url,
@@ -199,7 +210,13 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
                     "that ends inside it"
                 )
                 _echo_demo(options, ca, tmp)
-        say("== 6. services stopped")
+            if secret_workload is not None:
+                say(
+                    f"== 6. a secret Steward releases to one workload: {BROKERED_NAME}, to "
+                    "argsenv.wasm under its config, and to nothing else"
+                )
+                _secret_demo(options, secret_workload)
+        say("== 7. services stopped")
     except Error:
         click.echo(f"donjon: demo logs are in {tmp}", err=True)
         keep_dir = True
@@ -209,6 +226,56 @@ def demo(workload: Path | None, keep_dir: bool) -> None:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _secret_setup(tmp: Path) -> tuple[Workload, str]:
+    """Store a random secret in Steward's state dir and write the dev policy with a rule that
+    releases it to argsenv.wasm under BROKERED_CONFIG; return that workload and the policy file."""
+    import secrets
+
+    from donjon.client.deploy import Workload
+    from donjon.steward.config import DEV_POLICY_TOML
+    from donjon.steward.secrets import SecretStore
+
+    config = tmp / "secret.toml"
+    config.write_text(BROKERED_CONFIG)
+    wl = Workload.load(_examples_dir() / "argsenv.wasm", config_path=config)
+    SecretStore(tmp / "steward").set(BROKERED_NAME, secrets.token_urlsafe(16).encode())
+    policy = tmp / "steward-policy.toml"
+    policy.write_text(
+        DEV_POLICY_TOML + f'\n[steward.secrets]\n{BROKERED_NAME} = ["{wl.identity}"]\n'
+    )
+    return wl, str(policy)
+
+
+def _secret_demo(options: DeployOptions, wl: Workload) -> None:
+    """Deploy the named workload (it gets the secret), then the same module with another
+    argument (Steward refuses it before it starts)."""
+    import dataclasses
+
+    from donjon.client.deploy import deploy
+
+    out, err = io.BytesIO(), io.BytesIO()
+    result = deploy(wl, options, stdout=out, stderr=err)
+    received = [
+        line.removeprefix("env DEMO_TOKEN=")
+        for line in out.getvalue().decode(errors="replace").splitlines()
+        if line.startswith("env DEMO_TOKEN=")
+    ]
+    other = dataclasses.replace(wl, args=("--show-me",))
+    refused = deploy(other, options, stdout=io.BytesIO(), stderr=io.BytesIO())
+    reason = (refused.message or "").removeprefix("Steward: ")
+    rows = [
+        ("identity", wl.identity),
+        ("released", f"DEMO_TOKEN={received[0]}" if received else "NOTHING"),
+        ("exit code", str(result.exit_code)),
+        ("other args", other.identity),
+        ("refused", f"exit {refused.exit_code}: {reason}"),
+    ]
+    for name, value in rows:
+        click.echo(f"   {name:<13} {value}", err=True)
+    if result.exit_code != 0 or not received or refused.exit_code == 0:
+        raise KeepLaunchError("the secret was not released as the policy says")
 
 
 class _Watched(io.RawIOBase):
