@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -115,6 +116,7 @@ def marked_module(base: bytes, marker: bytes, *, size: int = 192 * 1024) -> byte
 class StewardHandle:
     url: str
     ca: x509.Certificate
+    core: Any = None  # the StewardCore serving (a test may change its policy while it runs)
 
     @property
     def ca_pem(self) -> bytes:
@@ -126,17 +128,25 @@ class StewardHandle:
 
 
 @contextlib.contextmanager
-def running_steward(policy: Any = None, secrets: Any = None) -> Iterator[StewardHandle]:
+def running_steward(
+    policy: Any = None, secrets: Any = None, cert_lifetime: timedelta | None = None
+) -> Iterator[StewardHandle]:
     """A real Steward (uvicorn in a thread, port 0) with a fresh CA and the real clock, and
     *secrets* (a ``SecretStore``) to release under the policy's ``[steward.secrets]``."""
-    from donjon.steward.config import StewardPolicy
+    from donjon.steward.config import DEFAULT_CERT_LIFETIME, StewardPolicy
     from donjon.steward.core import StewardCore, SystemClock
     from tests.unit.steward._support import running
 
     ca = CertificateAuthority.create(now=datetime.now(UTC), lifetime=timedelta(days=2))
-    core = StewardCore(ca, policy or StewardPolicy.dev(), clock=SystemClock(), secrets=secrets)
+    core = StewardCore(
+        ca,
+        policy or StewardPolicy.dev(),
+        clock=SystemClock(),
+        secrets=secrets,
+        cert_lifetime=cert_lifetime or DEFAULT_CERT_LIFETIME,
+    )
     with running(core) as url:
-        yield StewardHandle(url, ca.certificate)
+        yield StewardHandle(url, ca.certificate, core)
 
 
 # -- keep manager ------------------------------------------------------------------------------
@@ -719,3 +729,46 @@ if __name__ == "__main__":
         raise SystemExit(_impostor_main(Path(sys.argv[2]), sys.argv[3]))
     print("usage: python -m tests.integration.deploy_support impostor KEEP_DIR MODE")
     raise SystemExit(2)
+
+
+# -- a workload's own TLS sockets --------------------------------------------------------------
+
+ECHO_TLS_CONFIG = (
+    '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
+    '[[files]]\nkind = "listen"\nname = "listen"\nprot = "tls"\naddr = "127.0.0.1"\nport = 0\n'
+)
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)")
+LISTEN_WAIT_S = 60.0
+
+
+class WatchedStream:
+    """A binary sink that a test can wait on for a pattern while ``deploy`` writes to it."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._changed = threading.Condition()
+
+    def write(self, chunk: bytes) -> int:
+        with self._changed:
+            self.data += chunk
+            self._changed.notify_all()
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
+        with self._changed:
+            found = self._changed.wait_for(lambda: pattern.search(self.data), timeout)
+            if not found:
+                raise AssertionError(f"not seen within {timeout} s: {bytes(self.data)!r}")
+            return found
+
+
+def echo_once(conn: ssl.SSLSocket, data: bytes) -> bytes:
+    conn.sendall(data)
+    got = b""
+    while len(got) < len(data) and (chunk := conn.recv(65536)):
+        got += chunk
+    conn.unwrap()  # close_notify: the echo server's end of input, so it ends the connection
+    return got

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import secrets
 import socket
 import ssl
@@ -33,11 +32,16 @@ from donjon.crypto.ratls import certificate_pem, load_peer_certificate
 from donjon.errors import KeepLaunchError, UsageError
 from donjon.steward.config import StewardPolicy
 from tests.integration.deploy_support import (
+    ECHO_TLS_CONFIG,
     EXAMPLES,
+    LISTEN_WAIT_S,
+    LISTENING,
     ManagerHandle,
     RelayRecorder,
     StewardHandle,
+    WatchedStream,
     assert_one_error_line,
+    echo_once,
     marked_module,
     pid_alive,
     pin_dev_key,
@@ -508,46 +512,6 @@ def _list(host: ManagerHandle) -> list[KeepInfo]:
 
 # -- the workload's own TLS sockets ------------------------------------------------------------
 
-ECHO_TLS_CONFIG = (
-    '[[files]]\nkind = "stdin"\n[[files]]\nkind = "stdout"\n[[files]]\nkind = "stderr"\n'
-    '[[files]]\nkind = "listen"\nname = "listen"\nprot = "tls"\naddr = "127.0.0.1"\nport = 0\n'
-)
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(TLS 1\.3\)")
-LISTEN_WAIT_S = 60.0
-
-
-class _WatchedStream:
-    """A binary sink that a test can wait on for a pattern while ``deploy`` writes to it."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._changed = threading.Condition()
-
-    def write(self, chunk: bytes) -> int:
-        with self._changed:
-            self.data += chunk
-            self._changed.notify_all()
-        return len(chunk)
-
-    def flush(self) -> None:
-        pass
-
-    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
-        with self._changed:
-            found = self._changed.wait_for(lambda: pattern.search(self.data), timeout)
-            if not found:
-                raise AssertionError(f"not seen within {timeout} s: {bytes(self.data)!r}")
-            return found
-
-
-def _echo(conn: ssl.SSLSocket, data: bytes) -> bytes:
-    conn.sendall(data)
-    got = b""
-    while len(got) < len(data) and (chunk := conn.recv(65536)):
-        got += chunk
-    conn.unwrap()  # close_notify: the echo server's end of input, so it ends the connection
-    return got
-
 
 @pytest.mark.parametrize("with_steward", [False, True], ids=["ra-tls", "steward"])
 def test_workload_tls_listener_presents_the_verified_keep_certificate(
@@ -558,7 +522,7 @@ def test_workload_tls_listener_presents_the_verified_keep_certificate(
     workload = Workload.load(EXAMPLES / "echo_server.wasm", config_path=config, args=["-c", "1"])
     verified: list[KeepIdentity] = []
     outcome: list[DeployResult | BaseException] = []
-    stdout, stderr = _WatchedStream(), _WatchedStream()
+    stdout, stderr = WatchedStream(), WatchedStream()
 
     def on_verified(_keep: KeepInfo, identity: KeepIdentity) -> None:
         verified.append(identity)
@@ -591,7 +555,7 @@ def test_workload_tls_listener_presents_the_verified_keep_certificate(
             ctx.verify_mode = ssl.CERT_NONE  # self-signed RA-TLS; pinned to what deploy verified
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as conn:
             assert conn.getpeercert(binary_form=True) == identity.certificate_der
-            assert _echo(conn, b"attested echo") == b"attested echo"
+            assert echo_once(conn, b"attested echo") == b"attested echo"
         thread.join(LISTEN_WAIT_S)
     assert not thread.is_alive(), "deploy did not return after the workload's one connection"
     result = outcome[0]

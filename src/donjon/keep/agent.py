@@ -267,22 +267,9 @@ def establish_identity(
     provider = evidence_provider(params.backend, warm)
     dns = [f"{params.keep_id}.keep.donjon.invalid"]
     if params.steward is not None:
-        from donjon.steward.client import StewardClient
-
-        with StewardClient(params.steward, ca=params.steward_ca_pem) as steward:
-            steward_nonce = steward.nonce()
-            evidence = provider.evidence(
-                report_data_for(key.spki_der, steward_nonce + params.nonce)
-            )
-            issued = steward.attest(
-                key.csr(),
-                evidence,
-                provider.platform,
-                Endorsements(),
-                steward_nonce,
-                client_nonce=params.nonce,
-            )
-        chain = b"".join(certificate_pem(c) for c in issued.chain)
+        chain = _steward_chain(
+            params.steward, params.steward_ca_pem, key, provider, client_nonce=params.nonce
+        )
         return Identity(key_pem=key.private_key_pem(), chain_pem=chain, via="steward")
     evidence = provider.evidence(report_data_for(key.spki_der, params.nonce))
     bundle = CsrEvidence(platform=str(provider.platform), evidence=evidence, nonce=params.nonce)
@@ -296,6 +283,50 @@ def establish_identity(
         lifetime=RA_TLS_LIFETIME,
     )
     return Identity(key_pem=key_pem, chain_pem=certificate_pem(cert), via="ra-tls")
+
+
+def _steward_chain(
+    url: str,
+    ca_pem: bytes | None,
+    key: KeyPair,
+    provider: EvidenceProvider,
+    *,
+    client_nonce: bytes | None = None,
+) -> bytes:
+    """A Steward certificate chain (PEM, leaf first) for *key*, from fresh evidence binding it
+    and a fresh Steward nonce (followed by the relying party's *client_nonce*, if any)."""
+    from donjon.steward.client import StewardClient
+
+    with StewardClient(url, ca=ca_pem) as steward:
+        steward_nonce = steward.nonce()
+        bound = steward_nonce if client_nonce is None else steward_nonce + client_nonce
+        evidence = provider.evidence(report_data_for(key.spki_der, bound))
+        issued = steward.attest(
+            key.csr(),
+            evidence,
+            provider.platform,
+            Endorsements(),
+            steward_nonce,
+            client_nonce=client_nonce,
+        )
+    return b"".join(certificate_pem(c) for c in issued.chain)
+
+
+def recertify(params: LaunchParams, identity: Identity, warm: Warm | None = None) -> bytes:
+    """A new Steward certificate chain for the Keep's key (same key, fresh evidence), pinned to
+    the CA that issued its current one (which the client verified).
+
+    Raises:
+        UnsupportedConfigError: the Keep has no Steward certificate to renew.
+        VerificationError: Steward no longer accepts the Keep's evidence.
+        TransportError: Steward could not be reached.
+    """
+    chain = _pem_certificates(identity.chain_pem)
+    if identity.via != "steward" or params.steward is None or len(chain) < 2:
+        raise UnsupportedConfigError("this Keep has no Steward certificate to renew")
+    key = KeyPair.from_pem(identity.key_pem, what="the Keep's key")
+    provider = evidence_provider(params.backend, warm)
+    return _steward_chain(params.steward, chain[-1], key, provider)
 
 
 SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, str]]
@@ -692,11 +723,14 @@ def run_workload(
     runtime: KeepRuntime,
     identity: Identity,
     secrets: SecretFetcher | None = None,
+    recertify: Callable[[], bytes] | None = None,
 ) -> int:
     """Check and run the workload with its stdio streamed over *tls*; send its exit frame.
 
     A workload whose config has ``[[secrets]]`` gets them from Steward through *secrets*
-    before it starts; without them it does not start.
+    before it starts; without them it does not start. While a workload with TLS sockets runs,
+    *recertify* renews the Keep's Steward certificate before it expires
+    (:mod:`donjon.keep.renewal`).
 
     Its ``prot = "tls"`` sockets present the Keep's own attested identity (*identity*: the
     certificate the client has just verified), so a peer of the workload can check the same
@@ -738,15 +772,24 @@ def run_workload(
     )
     pump.start()
     error: Error | None = None
+    network = _network(invocation, identity)
+    renewer = None
+    if network is not None and recertify is not None and invocation.uses_tls:
+        from donjon.keep.renewal import CertificateRenewer
+        from donjon.keep.sockets.tls import IdentityTls
+
+        if isinstance(network.tls, IdentityTls):
+            renewer = CertificateRenewer(network.tls, recertify, _notice_to_client)
+            renewer.start()
     try:
-        code = runtime.run(
-            module, invocation, InheritedStdio(), network=_network(invocation, identity)
-        )
+        code = runtime.run(module, invocation, InheritedStdio(), network=network)
     except WorkloadError as e:
         code, error = e.exit_code, e
     except Error as e:
         code, error = EXIT_PROTOCOL, e
     finally:
+        if renewer is not None:
+            renewer.stop()
         pump.done.set()
         stdio.close()
         pump.join()
@@ -803,6 +846,7 @@ def serve(
     identity: Identity,
     runtime: KeepRuntime | None = None,
     secrets: SecretFetcher | None = None,
+    recertify: Callable[[], bytes] | None = None,
 ) -> int:
     """Serve TLS on *sock_path* until one workload has run; return its exit code."""
     context = server_context(identity.key_pem, identity.chain_pem)
@@ -847,7 +891,7 @@ def serve(
                     _logger.warning("session failed before the workload arrived: %s", e)
                     continue
                 listener.close()  # Rule 2: one workload; nobody else may connect from now on
-                return run_workload(tls, decoder, frame, runtime, identity, secrets)
+                return run_workload(tls, decoder, frame, runtime, identity, secrets, recertify)
         return EXIT_PROTOCOL
     finally:
         listener.close()
@@ -954,7 +998,13 @@ def main(argv: list[str] | None = None) -> int:
             hashlib.sha256(identity.chain_pem).hexdigest()[:16],
         )
         secrets = functools.partial(release_secrets, params=params, identity=identity, warm=warm)
-        return serve(sock_path, identity, warm.runtime if warm is not None else None, secrets)
+        renew = (
+            functools.partial(recertify, params, identity, warm)
+            if identity.via == "steward"
+            else None
+        )
+        runtime = warm.runtime if warm is not None else None
+        return serve(sock_path, identity, runtime, secrets, renew)
     except Error as e:
         _logger.error("%s", e.diagnostics())
         _note_failure(sock_path, e.diagnostics())

@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import ssl
+import threading
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -93,6 +94,11 @@ def _default_anchors(ctx: ssl.SSLContext) -> None:
 class IdentityTls:
     """The Keep's own identity: its private key and certificate chain (leaf first), as PEM.
 
+    The chain can be renewed while listeners run (:meth:`renew`, the same key with a newer
+    certificate): each listener's context switches every handshake that starts afterwards to
+    the new chain (OpenSSL's ClientHello callback, which runs with or without SNI), so a
+    long-running server never presents a certificate that has expired.
+
     Args:
         key_pem: the private key (PKCS#8 or SEC1 PEM); kept in memory only.
         chain_pem: the certificate chain, leaf first.
@@ -105,12 +111,55 @@ class IdentityTls:
         self._key_pem = key_pem
         self._chain_pem = chain_pem
         self._description = description
+        self._lock = threading.Lock()
+        self._generation = 0
+        # (client_ca, generation) -> the context of the current chain for that listener.
+        self._renewed: dict[str | None, tuple[int, ssl.SSLContext]] = {}
 
     def __repr__(self) -> str:
         return f"IdentityTls({self._description!r})"  # never the key
 
+    @property
+    def chain_pem(self) -> bytes:
+        """The chain presented to handshakes that start now."""
+        with self._lock:
+            return self._chain_pem
+
+    def renew(self, chain_pem: bytes) -> None:
+        """Present *chain_pem* (for the same key) from the next handshake on.
+
+        Raises:
+            ssl.SSLError: the chain does not load with the Keep's key (nothing changes then).
+        """
+        server_context(self._key_pem, chain_pem)  # refuse a chain for another key up front
+        with self._lock:
+            self._chain_pem = chain_pem
+            self._generation += 1
+
     def server_context(self, *, client_ca: str | None) -> ssl.SSLContext:
-        ctx = server_context(self._key_pem, self._chain_pem)
+        ctx = self._server_context(self._chain_pem, client_ca)
+        first = self._generation
+
+        def current(tls: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+            if self._generation != first:  # renewed since this listener started
+                tls.context = self._current_context(client_ca)
+
+        ctx.sni_callback = current
+        return ctx
+
+    def _current_context(self, client_ca: str | None) -> ssl.SSLContext:
+        with self._lock:
+            generation, chain = self._generation, self._chain_pem
+            cached = self._renewed.get(client_ca)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        ctx = self._server_context(chain, client_ca)
+        with self._lock:
+            self._renewed[client_ca] = (generation, ctx)
+        return ctx
+
+    def _server_context(self, chain_pem: bytes, client_ca: str | None) -> ssl.SSLContext:
+        ctx = server_context(self._key_pem, chain_pem)
         if client_ca is not None:
             ctx.verify_mode = ssl.CERT_REQUIRED
             _verifying(ctx, client_ca)
