@@ -68,6 +68,7 @@ from donjon.errors import (
 from donjon.steward.app import Listening, serve
 from donjon.steward.config import (
     DEFAULT_CERT_LIFETIME,
+    WORKLOAD_URI,
     StewardPolicy,
     StewardSettings,
     format_duration,
@@ -247,6 +248,13 @@ def policy_group() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="DER CSR of the Keep: checks its signature, the binding, workload URI and DNS names.",
 )
+@click.option(
+    "--secret",
+    "secret_names",
+    multiple=True,
+    metavar="NAME",
+    help="With --csr: would secret NAME be released to the CSR's workload? Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @fetch_options(
     flag="--fetch",
@@ -263,6 +271,7 @@ def policy_check(
     nonce: str | None,
     client_nonce: str | None,
     csr: Path | None,
+    secret_names: tuple[str, ...],
     as_json: bool,
     fetch: bool,
     kds_url: str,
@@ -284,6 +293,8 @@ def policy_check(
         client_bytes = parse_hex(client_nonce, "--client-nonce")
         if client_bytes is not None and (nonce_bytes is None or csr is None):
             raise InputError("--client-nonce needs --csr and --nonce")
+        if secret_names and csr is None:
+            raise InputError("--secret needs --csr: a secret goes to the workload a CSR names")
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
         csr_data = _read_csr(csr) if csr is not None else None
@@ -374,7 +385,28 @@ def policy_check(
                 else f"rejected: DNS name {name} not allowed by policy '{policy.name}'"
             )
             steps.append(_step("dns_name", ok, detail))
+    for name in secret_names:
+        steps.append(_secret_step(policy, name, workload))
     _finish(policy.name, steps, as_json=as_json, claims=verified.to_json())
+
+
+def _secret_step(policy: StewardPolicy, name: str, workload: str) -> dict[str, Any]:
+    """Whether a release rule gives secret *name* to *workload* (the value must also be stored:
+    ``donjon steward secret list`` shows that)."""
+    if not WORKLOAD_URI.fullmatch(workload):
+        return _step(
+            f"secret {name}",
+            False,
+            "a secret goes only to a Keep whose CSR names its workload "
+            "(donjon:workload:sha256:...); this one names none",
+        )
+    if workload in policy.secret_readers(name):
+        return _step(f"secret {name}", True, f"released to {workload} by [steward.secrets]")
+    return _step(
+        f"secret {name}",
+        False,
+        f"not released to {workload}: add it to [steward.secrets] {name} = [...]",
+    )
 
 
 def _step(name: str, passed: bool, detail: str) -> dict[str, Any]:

@@ -201,3 +201,33 @@ def test_serve_defaults_to_one_worker_per_cpu(monkeypatch: pytest.MonkeyPatch) -
     assert default_workers() == MAX_DEFAULT_WORKERS
     result = CliRunner().invoke(cli, ["steward", "serve", "--workers", "0", "--state-dir", "x"])
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_policy_check_explains_which_secrets_a_workload_would_receive(tmp_path: Path) -> None:
+    keep = Keep(tmp_path)
+    named = "donjon:workload:sha256:" + "ab" * 32
+    evidence = tmp_path / "nil.cbor"
+    evidence.write_bytes(keep.evidence(NONCE))
+    csr = tmp_path / "keep.csr"
+    csr.write_bytes(keep.key.csr(uris=[named]))
+    anonymous = tmp_path / "anonymous.csr"
+    anonymous.write_bytes(keep.csr())
+    policy = tmp_path / "team.toml"
+    policy.write_text(
+        "allow_insecure = true\n[nil]\nreject_debug = false\n"
+        f'[steward.secrets]\ndb-password = ["{named}"]\napi-token = ["donjon:workload:sha256:'
+        + "cd" * 32
+        + '"]\n'
+    )
+    base = ["policy", "check", str(policy), "--platform", "nil", "--evidence", str(evidence)]
+    base += ["--nonce", NONCE.hex()]
+    code, out = _run(*base, "--csr", str(csr), "--secret", "db-password")
+    assert code == 0, out
+    assert f"  ✔ secret db-password: released to {named} by [steward.secrets]" in out
+    code, out = _run(*base, "--csr", str(csr), "--secret", "db-password", "--secret", "api-token")
+    assert code == 1
+    assert f"  ✗ secret api-token: not released to {named}" in out
+    code, out = _run(*base, "--csr", str(anonymous), "--secret", "db-password")
+    assert code == 1 and "this one names none" in out
+    code, out = _run(*base, "--secret", "db-password")
+    assert code == 2 and "--secret needs --csr" in out
