@@ -243,9 +243,14 @@ def _warm_runtime(warm: Warm) -> None:
 
 def _warm_http_clients(warm: Warm) -> None:
     # Imported for their side effect (~150 ms): a Keep with a Steward, or fetching a package,
-    # then does not import them on its path to the first output byte.
-    import donjon.registry
-    import donjon.steward.client  # noqa: F401
+    # then does not import them on its path to the first output byte; nor does it make the
+    # HTTPS trust store (~50 ms).
+    import donjon.crypto.sealing
+    import donjon.keep.workload_id
+    import donjon.registry  # noqa: F401
+    from donjon.steward.client import default_tls_context
+
+    default_tls_context()
 
 
 def evidence_provider(backend: str, warm: Warm | None = None) -> EvidenceProvider:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ssl
@@ -214,7 +215,10 @@ class StewardClient(Closing):
         self.url = url.rstrip("/")
         self._ca = ca if isinstance(ca, x509.Certificate) or ca is None else load_certificate(ca)
         self._http = httpx.Client(
-            base_url=self.url, verify=tls, timeout=timeout, transport=transport
+            base_url=self.url,
+            verify=default_tls_context() if tls is True else tls,
+            timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -353,6 +357,14 @@ class StewardClient(Closing):
         raise _error_from(response)
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """httpx's default context (Mozilla's anchors via certifi), made once per process: making
+    it costs ~50 ms, and a Keep talks to Steward up to three times (certificate, secrets,
+    renewals)."""
+    return httpx.create_ssl_context()
+
+
 def _decode(decoder: Any, content: bytes) -> Any:
     try:
         return decoder(content)
@@ -388,4 +400,5 @@ __all__ = [
     "StewardUpstreamError",
     "check_issued",
     "claims_of",
+    "default_tls_context",
 ]
