@@ -37,7 +37,10 @@ class SealError(VerificationError):
 
 
 def _info(name: str, nonce: bytes) -> bytes:
-    encoded = name.encode("utf-8")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DecodeError("a secret name must be valid Unicode text") from e
     if len(encoded) > 0xFFFF or len(nonce) > 0xFFFF:
         raise DecodeError("secret name or nonce too long to seal")
     return (

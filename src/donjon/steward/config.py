@@ -304,15 +304,18 @@ def _secret_rules(source: str, text: str, value: Any) -> tuple[tuple[str, frozen
         )
     rules: list[tuple[str, frozenset[str]]] = []
     for name, readers in value.items():
-        where = f"steward.secrets.{name}"
         if not SECRET_NAME.fullmatch(name):
+            # Shown as TOML would quote it: a name may hold anything, newlines included.
+            shown = json.dumps(name[:80])
             _fail(
                 source,
                 text,
-                where,
+                f"steward.secrets.{shown}",
                 "is not a secret name",
                 "use 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
+                line=_key_line(text, "steward.secrets", name),
             )
+        where = f"steward.secrets.{name}"
         if not isinstance(readers, list) or not all(isinstance(v, str) for v in readers):
             _fail(source, text, where, "must be a list of workload identity URIs")
         if not readers:
@@ -409,8 +412,30 @@ def _line_of(text: str, dotted: str) -> int | None:
     return _line_of(text, ".".join(parts[:-1])) if len(parts) > 2 else None
 
 
-def _fail(source: str, text: str, dotted: str, problem: str, hint: str = "") -> NoReturn:
-    line = _line_of(text, dotted)
+def _key_line(text: str, table: str, key: str) -> int | None:
+    """The line of *key* (bare or quoted) in ``[table]``, or None."""
+    forms = {key, json.dumps(key), f"'{key}'"}
+    inside = False
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            inside = header.group(1) == table
+            continue
+        if inside and line.partition("=")[0].strip() in forms:
+            return lineno
+    return None
+
+
+def _fail(
+    source: str,
+    text: str,
+    dotted: str,
+    problem: str,
+    hint: str = "",
+    *,
+    line: int | None = None,
+) -> NoReturn:
+    line = line if line is not None else _line_of(text, dotted)
     where = f"{source}:{line}" if line is not None else source
     message = f"{where}: {dotted}: {problem}"
     raise ConfigError(f"{message}; {hint}" if hint else message)

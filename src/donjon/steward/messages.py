@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from donjon.crypto.sealing import MAX_SEALED_BYTES
 from donjon.errors import DecodeError
 from donjon.wire.cbor import decode, encode
 
@@ -165,10 +166,12 @@ class _Fields:
                 raise DecodeError(f"{self._what}: {key}[{i}] is over {MAX_FIELD_BYTES} bytes")
         return tuple(raw)
 
-    def text_list(self, key: str) -> tuple[str, ...]:
+    def text_list(self, key: str, *, max_items: int = MAX_LIST_ITEMS * 4) -> tuple[str, ...]:
         raw = self._take(key, list)
-        if len(raw) > MAX_LIST_ITEMS * 4:
-            raise DecodeError(f"{self._what}: field {key!r} has too many items")
+        if len(raw) > max_items:
+            raise DecodeError(
+                f"{self._what}: field {key!r} has {len(raw)} items; the limit is {max_items}"
+            )
         for i, item in enumerate(raw):
             if type(item) is not str or len(item) > MAX_TEXT_CHARS:
                 raise DecodeError(f"{self._what}: {key}[{i}] must be a short text string")
@@ -279,7 +282,7 @@ class AttestRequest:
 MAX_SECRETS_PER_REQUEST = 64
 """Most secrets one ``/v1/secrets`` request may name (a workload config's ``[[secrets]]`` limit)."""
 
-MAX_SEALED_SECRET_BYTES = 64 * 1024 + 1024
+MAX_SEALED_SECRET_BYTES = MAX_SEALED_BYTES
 """Largest sealed secret in a response (bytes): the largest secret plus HPKE's overhead."""
 
 
@@ -301,13 +304,9 @@ class SecretsRequest:
     def decode(cls, data: bytes) -> SecretsRequest:
         what = "secrets request"
         f = _Fields(_decode_map(data, what=what), what=what)
-        names = f.text_list("names")
+        names = f.text_list("names", max_items=MAX_SECRETS_PER_REQUEST)
         if not names:
             raise DecodeError(f"{what}: field 'names' is empty; name the secrets to release")
-        if len(names) > MAX_SECRETS_PER_REQUEST:
-            raise DecodeError(
-                f"{what}: {len(names)} names; at most {MAX_SECRETS_PER_REQUEST} per request"
-            )
         if len(set(names)) != len(names):
             raise DecodeError(f"{what}: a secret is named twice in 'names'")
         attest = AttestRequest._take(f)
