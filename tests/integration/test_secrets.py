@@ -193,3 +193,32 @@ def test_cli_deploy_with_a_secret(
         )
     assert result.returncode == 0, result.stderr
     assert f"env DB_PASSWORD={value.decode()}" in result.stdout.splitlines()
+
+
+def test_a_file_secret_is_a_read_only_file_gone_when_the_workload_ends(
+    host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path
+) -> None:
+    key = bytes(range(256)) + secrets.token_bytes(32)  # binary: no environment variable could
+    store = SecretStore(tmp_path / "steward")
+    store.set("tls-key", key)
+    d = tmp_path / "reader"
+    d.mkdir()
+    (d / "readfile.wasm").write_bytes((EXAMPLES / "readfile.wasm").read_bytes())
+    (d / "Enarx.toml").write_text('[[secrets]]\nname = "tls-key"\nfile = "tls.key"\n')
+    reader = Workload.load(d, args=["/run/secrets/tls.key"])
+    writer = Workload.load(d, args=["-w", "/run/secrets/tls.key", "overwritten"])
+    policy = StewardPolicy.parse(
+        DEV_POLICY_TOML
+        + f'\n[steward.secrets]\ntls-key = ["{reader.identity}", "{writer.identity}"]\n',
+        source="policy.toml",
+    )
+    before = set(Path("/dev/shm").glob("donjon-secrets-*"))
+    with running_steward(policy, secrets=store) as steward:
+        result, out, err = _deploy(reader, host, steward)
+        assert (result.exit_code, out, err) == (0, key, b"")
+        result, out, err = _deploy(writer, host, steward)
+    assert result.exit_code == 1  # read-only: the workload cannot change its secret
+    assert b"readfile: /run/secrets/tls.key:" in err
+    assert key not in recorder.carried()
+    # The directory the Keep wrote the files to is gone with the workload.
+    assert set(Path("/dev/shm").glob("donjon-secrets-*")) == before

@@ -153,7 +153,8 @@ def _summary_text(cfg: WorkloadConfig) -> str:
     lines.append(f"  network: {network or '(runtime defaults)'}")
     lines.append("  secrets:" + ("" if cfg.secrets else " (none)"))
     for secret in cfg.secrets:
-        lines.append(f"    {secret.env} <- Steward secret {secret.name}  (deployed Keeps only)")
+        target = secret.env if secret.file is None else f"/run/secrets/{secret.file} (read-only)"
+        lines.append(f"    {target} <- Steward secret {secret.name}  (deployed Keeps only)")
     return "\n".join(lines)
 
 

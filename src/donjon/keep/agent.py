@@ -71,6 +71,7 @@ from donjon.keep.config import FileKind, WorkloadConfig, parse_config
 from donjon.keep.errors import UnsupportedConfigError
 from donjon.keep.executor import InheritedStdio, KeepRuntime
 from donjon.keep.plan import Invocation
+from donjon.keep.secret_files import SecretFiles
 from donjon.keep.tls import server_context
 from donjon.steward.messages import CsrEvidence
 from donjon.wire.cbor import decode
@@ -334,7 +335,7 @@ def recertify(params: LaunchParams, identity: Identity, warm: Warm | None = None
     return _steward_chain(params.steward, chain[-1], key, provider)
 
 
-SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, str]]
+SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, bytes]]
 """Gets a workload's ``[[secrets]]`` from Steward: (config, module SHA-256, argv[0], extra
 args) -> values by secret name."""
 
@@ -348,7 +349,7 @@ def release_secrets(
     params: LaunchParams,
     identity: Identity,
     warm: Warm | None = None,
-) -> dict[str, str]:
+) -> dict[str, bytes]:
     """Ask Steward for the secrets the workload's config names, as the workload's own Keep.
 
     The request names the workload (:func:`~donjon.keep.workload_id.workload_identity`) in a
@@ -357,9 +358,12 @@ def release_secrets(
     this Keep's own certificate, which the client has verified before sending the workload: the
     host chose the URL, but cannot substitute another Steward.
 
+    Returns:
+        The values by secret name, as stored (an ``env`` secret is checked to be text when the
+        invocation is made).
+
     Raises:
-        UnsupportedConfigError: this Keep has no Steward (deployed over RA-TLS), or a secret is
-            not UTF-8 text without NUL (environment variables hold text).
+        UnsupportedConfigError: this Keep has no Steward (deployed over RA-TLS).
         PolicyError: Steward does not release a secret to this workload.
         TransportError: Steward could not be reached.
     """
@@ -385,21 +389,9 @@ def release_secrets(
             evidence=provider.evidence,
             platform=provider.platform,
         )
-    out: dict[str, str] = {}
-    for name, value in values.items():
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            text = "\x00"  # refused just below, with the same message
-        if "\x00" in text:
-            raise UnsupportedConfigError(
-                f"secret {name!r} is not UTF-8 text without NUL bytes, so no environment "
-                "variable can hold it; store it as text (e.g. base64)"
-            )
-        out[name] = text
     # Counts only: this log is the host's to read, and which secrets a workload has is not.
-    _logger.info("received %d secret(s) from Steward for the workload", len(out))
-    return out
+    _logger.info("received %d secret(s) from Steward for the workload", len(values))
+    return values
 
 
 def _pem_certificates(pem: bytes) -> list[bytes]:
@@ -746,16 +738,36 @@ def run_workload(
         The workload's exit code, or the error's (125 for a failure that is not the
         workload's, e.g. a package that cannot be fetched).
     """
+    with SecretFiles() as files:
+        return _run_workload(tls, decoder, frame, runtime, identity, secrets, recertify, files)
+
+
+def _run_workload(
+    tls: ssl.SSLSocket,
+    decoder: FrameDecoder,
+    frame: WorkloadFrame | PackageFrame,
+    runtime: KeepRuntime,
+    identity: Identity,
+    secrets: SecretFetcher | None,
+    recertify: Callable[[], bytes] | None,
+    files: SecretFiles,
+) -> int:
     try:
         module_bytes, config, program, args = _workload_parts(frame)
         module = runtime.load(
             module_bytes, name=program, deadline=config.limits.timeout_s is not None
         )
-        released: dict[str, str] = {}
+        released: dict[str, bytes] = {}
         if config.secrets and secrets is not None:
             digest = hashlib.sha256(module_bytes).digest()
             released = secrets(config, digest, program, args)
-        invocation = Invocation.from_config(config, program=program, args=args, secrets=released)
+        invocation = Invocation.from_config(
+            config,
+            program=program,
+            args=args,
+            secrets=released,
+            secrets_dir=files.write(config, released),
+        )
     except Error as e:
         code = e.exit_code if isinstance(e, WorkloadError) else EXIT_PROTOCOL
         _send_exit(tls, code, e)

@@ -69,6 +69,7 @@ __all__ = [
     "MAX_TIMEOUT_S",
     "MAX_URL_BYTES",
     "MIN_BUFFER_KIB",
+    "SECRETS_GUEST_DIR",
     "ConfigFileError",
     "DirSpec",
     "FileKind",
@@ -98,6 +99,7 @@ MAX_PATH_BYTES = 4096  # bytes of a host or guest path: Linux PATH_MAX
 MAX_URL_BYTES = 2048  # bytes of the steward URL
 MAX_PEM_BYTES = 256 * 1024  # bytes of inline PEM trust anchors: a full public CA bundle fits
 MAX_SECRETS = 64  # [[secrets]] entries; each costs Steward a sealed value in one response
+SECRETS_GUEST_DIR = "/run/secrets"  # where file secrets appear, read-only
 # wasm32 addresses at most 65536 pages of 64 KiB = 4 GiB of linear memory (Wasm core spec §2.3.8).
 MAX_MEMORY_MIB = 4096  # MiB
 MAX_TIMEOUT_S = 365 * 24 * 3600.0  # seconds; a longer deadline is a typo, not a limit
@@ -310,16 +312,25 @@ _DEFAULT_STDIO = (
 class SecretSpec:
     """A ``[[secrets]]`` entry: a secret Steward releases to this workload once attested.
 
+    Exactly one of :attr:`env` and :attr:`file` is set.
+
     Attributes:
         name: the secret's name at Steward (``donjon steward secret set NAME``).
-        env: the environment variable the workload reads it from.
+        env: the environment variable the workload reads it from (UTF-8 text values only).
+        file: the file name it is read from in :data:`SECRETS_GUEST_DIR` (any bytes).
     """
 
     name: str
-    env: str
+    env: str | None = None
+    file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "env": self.env}
+        out: dict[str, Any] = {"name": self.name}
+        if self.env is not None:
+            out["env"] = self.env
+        if self.file is not None:
+            out["file"] = self.file
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,7 +553,7 @@ _KIND_KEYS: dict[FileKind, tuple[str, ...]] = {
 }
 _FILE_KEYS = tuple(dict.fromkeys(k for keys in _KIND_KEYS.values() for k in keys))
 _DIR_KEYS = ("host", "guest", "writable")
-_SECRET_KEYS = ("name", "env")
+_SECRET_KEYS = ("name", "env", "file")
 _LIMIT_KEYS = ("memory_mib", "timeout_s")
 _NETWORK_KEYS = (
     "max_connections",
@@ -605,6 +616,13 @@ def _build(
     limits = _limits(where, data["limits"]) if "limits" in data else Limits()
     network = _network(where, data["network"]) if "network" in data else NetworkLimits()
     secrets = _secrets(where, data["secrets"], env) if "secrets" in data else ()
+    if any(s.file is not None for s in secrets):
+        for index, d in enumerate(dirs):
+            if d.guest == SECRETS_GUEST_DIR:
+                raise where.error(
+                    ("dirs", index, "guest"),
+                    f"{SECRETS_GUEST_DIR} is where [[secrets]] files appear; use another path",
+                )
     source = data.get("source") if env_as_pairs else where.file
     return WorkloadConfig(
         args=args,
@@ -950,20 +968,26 @@ def _secrets(where: _Where, value: Any, env: tuple[tuple[str, str], ...]) -> tup
     path: KeyPath = ("secrets",)
     if isinstance(value, dict):
         raise where.error(path, "must be an array of tables: write [[secrets]], not [secrets]")
-    example = '[[secrets]] tables with name = "..." env = "..."'
+    example = '[[secrets]] tables with name = "..." and env = "..." or file = "..."'
     items = _list(where, path, value, MAX_SECRETS, example)
     plain = {name for name, _ in env}
     specs: list[SecretSpec] = []
     names: dict[str, int] = {}
     envs: dict[str, int] = {}
+    files: dict[str, int] = {}
     for index, item in enumerate(items):
         here: KeyPath = (*path, index)
         if not isinstance(item, dict):
             raise where.error(here, f"must be a table ([[secrets]] entry), got {_type_name(item)}")
         _reject_unknown(where, here, item, _SECRET_KEYS)
-        for key in _SECRET_KEYS:
-            if key not in item:
-                raise where.error((*here, key), f'is missing; add {key} = "..."')
+        if "name" not in item:
+            raise where.error((*here, "name"), 'is missing; add name = "..."')
+        if ("env" in item) == ("file" in item):
+            raise where.error(
+                here,
+                'needs exactly one of env = "VARIABLE" (an environment variable) and '
+                f'file = "NAME" (a read-only file in {SECRETS_GUEST_DIR})',
+            )
         name = _text(where, (*here, "name"), item["name"], 64)
         if not _SECRET_NAME.fullmatch(name):
             raise where.error(
@@ -973,6 +997,16 @@ def _secrets(where: _Where, value: Any, env: tuple[tuple[str, str], ...]) -> tup
             )
         if name in names:
             raise where.error((*here, "name"), f"{_show(name)} is already secrets[{names[name]}]")
+        names[name] = index
+        if "file" in item:
+            file = _secret_file(where, (*here, "file"), item["file"])
+            if file in files:
+                raise where.error(
+                    (*here, "file"), f"{_show(file)} is already secrets[{files[file]}]'s file"
+                )
+            files[file] = index
+            specs.append(SecretSpec(name=name, file=file))
+            continue
         variable = _text(where, (*here, "env"), item["env"], MAX_ENV_NAME_BYTES)
         _env_entry(where, (*here, "env"), variable, "")
         if variable in plain:
@@ -983,9 +1017,20 @@ def _secrets(where: _Where, value: Any, env: tuple[tuple[str, str], ...]) -> tup
             raise where.error(
                 (*here, "env"), f"{_show(variable)} is already secrets[{envs[variable]}]'s variable"
             )
-        names[name] = envs[variable] = index
+        envs[variable] = index
         specs.append(SecretSpec(name=name, env=variable))
     return tuple(specs)
+
+
+def _secret_file(where: _Where, path: KeyPath, value: Any) -> str:
+    file = _text(where, path, value, MAX_NAME_BYTES)
+    if not file or file in (".", "..") or "/" in file:
+        raise where.error(
+            path,
+            f'{_show(file)} is not a file name; give a plain name such as "tls.key" (it '
+            f"appears as {SECRETS_GUEST_DIR}/<name>)",
+        )
+    return file
 
 
 def _limits(where: _Where, value: Any) -> Limits:

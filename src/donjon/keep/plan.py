@@ -31,7 +31,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from donjon.keep.config import KIB, FileKind, FileSpec, NetworkLimits, Protocol, WorkloadConfig
+from donjon.keep.config import (
+    KIB,
+    SECRETS_GUEST_DIR,
+    FileKind,
+    FileSpec,
+    NetworkLimits,
+    Protocol,
+    WorkloadConfig,
+)
 from donjon.keep.errors import UnsupportedConfigError
 
 if TYPE_CHECKING:
@@ -151,7 +159,8 @@ class Invocation:
         *,
         program: str,
         args: Sequence[str] = (),
-        secrets: Mapping[str, str] | None = None,
+        secrets: Mapping[str, bytes] | None = None,
+        secrets_dir: Path | None = None,
     ) -> Invocation:
         """Work out what a run of ``program`` under ``config`` is granted.
 
@@ -160,18 +169,23 @@ class Invocation:
             program: ``argv[0]``, the module's name (e.g. ``"hello.wasm"``).
             args: arguments after the config's ``args`` (the command line's ``-- ARGS``).
             secrets: the values Steward released for the config's ``[[secrets]]``, by secret
-                name; they join the environment after ``[env]``, in the config's order.
+                name; ``env`` ones join the environment after ``[env]``, in the config's order.
+            secrets_dir: where the caller wrote the ``file`` ones
+                (:class:`~donjon.keep.secret_files.SecretFiles`); pre-opened read-only at
+                ``/run/secrets``.
 
         Returns:
             The invocation.
 
         Raises:
             UnsupportedConfigError: the config asks for secrets and *secrets* lacks one (only a
-                deployed Keep with a Steward receives them).
+                deployed Keep with a Steward receives them), an ``env`` secret is not UTF-8 text
+                without NUL, or ``file`` secrets come without *secrets_dir*.
         """
         limits = config.limits
         stdio, fds = _layout(config.effective_files())
         env = config.environment()
+        preopens = tuple(Preopen(d.host, d.guest, d.writable) for d in config.dirs)
         if config.secrets:
             released = secrets or {}
             missing = [s.name for s in config.secrets if s.name not in released]
@@ -182,17 +196,42 @@ class Invocation:
                     "deploy the workload with `donjon deploy --steward URL --ca FILE`, or remove "
                     "[[secrets]] to run it here"
                 )
-            env += tuple((s.env, released[s.name]) for s in config.secrets)
+            env += tuple(
+                (s.env, _env_text(s.name, released[s.name]))
+                for s in config.secrets
+                if s.env is not None
+            )
+            if any(s.file is not None for s in config.secrets):
+                if secrets_dir is None:
+                    raise UnsupportedConfigError(
+                        "file secrets need the directory they were written to; pass secrets_dir"
+                    )
+                preopens += (Preopen(secrets_dir, SECRETS_GUEST_DIR, writable=False),)
         return cls(
             argv=(*config.argv(program), *args),
             env=env,
             stdio=stdio,
             fds=fds,
-            preopens=tuple(Preopen(d.host, d.guest, d.writable) for d in config.dirs),
+            preopens=preopens,
             memory_bytes=None if limits.memory_mib is None else limits.memory_mib * MIB,
             timeout_s=limits.timeout_s,
             network=config.network,
         )
+
+
+def _env_text(name: str, value: bytes) -> str:
+    """A secret as an environment variable's value: UTF-8 text without NUL, or a clear error."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"  # refused just below, with the same message
+    if "\x00" in text:
+        raise UnsupportedConfigError(
+            f"secret {name!r} is not UTF-8 text without NUL bytes, so no environment variable "
+            'can hold it; deliver it as a file (file = "..." in [[secrets]]) or store it as '
+            "text (e.g. base64)"
+        )
+    return text
 
 
 def _layout(

@@ -23,7 +23,7 @@ from donjon.keep.config import (
     parse_config,
 )
 from donjon.keep.errors import UnsupportedConfigError
-from donjon.keep.plan import Invocation
+from donjon.keep.plan import Invocation, Preopen
 from donjon.keep.workload_id import IDENTITY_VERSION, WORKLOAD_URI_PREFIX, workload_identity
 from donjon.steward import config as steward_config
 from donjon.steward import secrets as steward_secrets
@@ -284,14 +284,51 @@ SECRET_ERRORS: list[tuple[str, str, int, str, str]] = [
         '[[secrets]]\nname = "db"\nenv = "DB"\nvalue = "hunter2"\n',
         4,
         "secrets[0].value",
-        "unknown key; allowed here: name, env",
+        "unknown key; allowed here: name, env, file",
     ),
     (
-        "missing env",
+        "neither env nor file",
         '[[secrets]]\nname = "db"\n',
         1,
-        "secrets[0].env",
-        'is missing; add env = "..."',
+        "secrets[0]",
+        'needs exactly one of env = "VARIABLE" (an environment variable) and file = "NAME" '
+        "(a read-only file in /run/secrets)",
+    ),
+    (
+        "both env and file",
+        '[[secrets]]\nname = "db"\nenv = "DB"\nfile = "db"\n',
+        1,
+        "secrets[0]",
+        "needs exactly one of env",
+    ),
+    (
+        "a path, not a file name",
+        '[[secrets]]\nname = "db"\nfile = "keys/db"\n',
+        3,
+        "secrets[0].file",
+        '"keys/db" is not a file name; give a plain name such as "tls.key" (it appears as '
+        "/run/secrets/<name>)",
+    ),
+    (
+        "dot-dot",
+        '[[secrets]]\nname = "db"\nfile = ".."\n',
+        3,
+        "secrets[0].file",
+        '".." is not a file name',
+    ),
+    (
+        "duplicate file",
+        '[[secrets]]\nname = "a"\nfile = "k"\n[[secrets]]\nname = "b"\nfile = "k"\n',
+        6,
+        "secrets[1].file",
+        '"k" is already secrets[0]\'s file',
+    ),
+    (
+        "a dir at /run/secrets",
+        '[[dirs]]\nhost = "/tmp"\nguest = "/run/secrets"\n[[secrets]]\nname = "db"\nfile = "db"\n',
+        3,
+        "dirs[0].guest",
+        "/run/secrets is where [[secrets]] files appear; use another path",
     ),
     (
         "missing name",
@@ -350,7 +387,7 @@ def test_the_most_secrets_a_config_may_ask_for() -> None:
     ("secrets", "field", "problem"),
     [
         ([{"name": "DB", "env": "X"}], "secrets[0].name", "is not a secret name"),
-        ([{"name": "db"}], "secrets[0].env", "is missing"),
+        ([{"name": "db"}], "secrets[0]", "needs exactly one of env"),
         ([{"name": "db", "env": "X", "value": "v"}], "secrets[0].value", "unknown key"),
         ({"name": "db", "env": "X"}, "secrets", "write [[secrets]], not [secrets]"),
         ([["db", "X"]], "secrets[0]", "must be a table"),
@@ -371,7 +408,7 @@ def test_secrets_errors_from_the_host_name_the_field(
 
 def test_without_the_released_values_the_invocation_is_refused() -> None:
     config = parse_config(CONFIG, source="app/Enarx.toml")
-    for secrets in (None, {}, {"db-password": "pw-hunter2"}):
+    for secrets in (None, {}, {"db-password": b"pw-hunter2"}):
         with pytest.raises(UnsupportedConfigError) as info:
             Invocation.from_config(config, program="server.wasm", secrets=secrets)
         message = str(info.value)
@@ -386,7 +423,7 @@ def test_without_the_released_values_the_invocation_is_refused() -> None:
 def test_with_them_the_env_is_env_then_secrets_in_config_order() -> None:
     config = parse_config(CONFIG)
     # Given in another order, with one the config does not ask for.
-    released = {"api-token": "tok-1", "unasked": "nope", "db-password": "pw-1"}
+    released = {"api-token": b"tok-1", "unasked": b"nope", "db-password": b"pw-1"}
     invocation = Invocation.from_config(config, program="server.wasm", secrets=released)
     assert invocation.env == (
         ("FD_COUNT", "4"),
@@ -403,7 +440,7 @@ def test_a_config_without_secrets_needs_no_values() -> None:
     config = parse_config('[env]\nA = "1"\n')
     assert Invocation.from_config(config, program="m.wasm").env[-1] == ("A", "1")
     # Values Steward never released for it are not added either.
-    given = Invocation.from_config(config, program="m.wasm", secrets={"db": "x"})
+    given = Invocation.from_config(config, program="m.wasm", secrets={"db": b"x"})
     assert given.env == Invocation.from_config(config, program="m.wasm").env
 
 
@@ -412,7 +449,7 @@ def test_repr_never_shows_a_value() -> None:
     invocation = Invocation.from_config(
         config,
         program="server.wasm",
-        secrets={"db-password": "pw-hunter2", "api-token": "tok-hunter2"},
+        secrets={"db-password": b"pw-hunter2", "api-token": b"tok-hunter2"},
     )
     for shown in (repr(config), str(config), repr(invocation), str(invocation)):
         assert "hunter2" not in shown
@@ -493,3 +530,31 @@ def test_match_is_not_fullmatch_for_the_anchored_pattern() -> None:
     assert steward_secrets.SECRET_NAME.match("db\n")
     assert not steward_secrets.SECRET_NAME.fullmatch("db\n")
     assert not re.fullmatch(keep_config._SECRET_NAME, "db\n")
+
+
+def test_an_env_secret_must_be_text_and_a_file_secret_may_be_anything(tmp_path: Path) -> None:
+    config = parse_config(
+        '[[secrets]]\nname = "token"\nenv = "TOKEN"\n'
+        '[[secrets]]\nname = "tls-key"\nfile = "tls.key"\n'
+    )
+    binary = bytes(range(256))
+    for bad in (b"\xff\xfe", b"a\x00b"):
+        with pytest.raises(UnsupportedConfigError, match="'token' is not UTF-8 text without NUL"):
+            Invocation.from_config(
+                config,
+                program="m.wasm",
+                secrets={"token": bad, "tls-key": binary},
+                secrets_dir=tmp_path,
+            )
+    with pytest.raises(UnsupportedConfigError, match="secrets_dir"):
+        Invocation.from_config(config, program="m.wasm", secrets={"token": b"t", "tls-key": binary})
+    invocation = Invocation.from_config(
+        config, program="m.wasm", secrets={"token": b"t", "tls-key": binary}, secrets_dir=tmp_path
+    )
+    assert invocation.env[-1] == ("TOKEN", "t")
+    assert invocation.preopens[-1] == Preopen(tmp_path, "/run/secrets", writable=False)
+    # The file secret is part of the identity, under its file name.
+    assert config.to_dict()["secrets"] == [
+        {"name": "token", "env": "TOKEN"},
+        {"name": "tls-key", "file": "tls.key"},
+    ]
