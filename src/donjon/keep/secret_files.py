@@ -20,8 +20,8 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
+from donjon._closing import Closing
 from donjon.keep.config import WorkloadConfig
 
 __all__ = ["MEMORY_DIR", "SecretFiles"]
@@ -30,23 +30,12 @@ MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - only ever a parent for mkdtemp (07
 """Where the directory goes when it can: a tmpfs, so a secret never reaches a disk."""
 
 
-class SecretFiles:
+class SecretFiles(Closing):
     """The directory of one workload's file secrets; removed when the ``with`` block ends."""
 
     def __init__(self, base: Path | None = None) -> None:
         self._base = base
         self._dir: Path | None = None
-
-    def __enter__(self) -> SecretFiles:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
 
     def write(self, config: WorkloadConfig, released: Mapping[str, bytes]) -> Path | None:
         """Write the config's file secrets from *released* (values by secret name).
@@ -75,7 +64,7 @@ class SecretFiles:
                 os.close(fd)
         return directory
 
-    def remove(self) -> None:
+    def close(self) -> None:
         """Remove the directory and its files (idempotent)."""
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
