@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
+from donjon.client.deploy import (
+    DeployOptions,
+    DeployResult,
+    Workload,
+    deploy,
+    resolve_registry_workload,
+)
 from donjon.errors import UsageError
+from donjon.registry import RegistryClient, build_package, push_package
+from donjon.registry.reference import Reference
 from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
 from donjon.steward.secrets import SecretStore
 from tests.integration.deploy_support import (
@@ -29,6 +37,11 @@ from tests.integration.deploy_support import (
     run_donjon,
     running_manager,
     running_steward,
+)
+from tests.integration.registry_support import (
+    RegistryServer,
+    RegistryUnavailableError,
+    start_registry,
 )
 
 pytestmark = pytest.mark.integration
@@ -222,3 +235,41 @@ def test_a_file_secret_is_a_read_only_file_gone_when_the_workload_ends(
     assert key not in recorder.carried()
     # The directory the Keep wrote the files to is gone with the workload.
     assert set(Path("/dev/shm").glob("donjon-secrets-*")) == before
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    try:
+        server = start_registry(tmp_path_factory.mktemp("registry"))
+    except RegistryUnavailableError as e:
+        pytest.fail(str(e))  # never skip: scripts/ensure-registry installs it
+    yield server
+    server.stop()
+
+
+def test_a_registry_package_names_the_same_identity_here_and_in_the_keep(
+    registry: RegistryServer, host: ManagerHandle, store: SecretStore, value: bytes
+) -> None:
+    ref = Reference.parse(f"{registry.address}/apps/argsenv:1.0")
+    built = build_package((EXAMPLES / "argsenv.wasm").read_bytes(), CONFIG.encode())
+    with RegistryClient.for_reference(ref) as client:
+        push_package(client, ref, built)
+    printed = run_donjon(["workload", "id", str(ref)])
+    assert printed.returncode == 0, printed.stderr
+    identity = printed.stdout.strip()
+    assert f"resolved to {ref}@{built.digest}" in printed.stderr
+    workload = resolve_registry_workload(str(ref))
+    with running_steward(_policy(identity), secrets=store) as steward:
+        options = DeployOptions(
+            host=host.url,
+            token=host.token,
+            steward=steward.url,
+            steward_ca=steward.ca,
+            insecure=True,
+        )
+        out, err = io.BytesIO(), io.BytesIO()
+        result = deploy(workload, options, stdout=out, stderr=err)
+    assert (result.exit_code, err.getvalue(), result.error) == (0, b"", None)
+    lines = out.getvalue().decode().splitlines()
+    assert "argv[0]=main.wasm" in lines  # a package's module layer
+    assert f"env DB_PASSWORD={value.decode()}" in lines

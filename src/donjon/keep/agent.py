@@ -60,14 +60,13 @@ from donjon.crypto.ca import KeyPair
 from donjon.crypto.oids import DONJON_EVIDENCE
 from donjon.crypto.ratls import certificate_pem, self_signed_certificate
 from donjon.errors import (
-    ConfigError,
     DecodeError,
     Error,
     LimitError,
     RemoteProtocolError,
     WorkloadError,
 )
-from donjon.keep.config import FileKind, WorkloadConfig, parse_config
+from donjon.keep.config import DEFAULT_ARGV0, FileKind, WorkloadConfig, package_config
 from donjon.keep.errors import UnsupportedConfigError
 from donjon.keep.executor import InheritedStdio, KeepRuntime
 from donjon.keep.plan import Invocation
@@ -120,7 +119,7 @@ EXIT_PROTOCOL = 125
 FAILURE_FILE = "keep.error"
 """Written next to the socket when the Keep ends before serving: why (for its loader's status)."""
 MAX_FAILURE_CHARS = 1000
-DEFAULT_PROGRAM = "main.wasm"
+DEFAULT_PROGRAM = DEFAULT_ARGV0
 """argv[0] when the client names none (a registry package's module layer is ``main.wasm``)."""
 _READ_BYTES = 64 * 1024
 _TLS_WRITE_BYTES = 16 * 1024  # one TLS record
@@ -437,17 +436,7 @@ def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig]:
         for i, k in enumerate(frame.publisher_keys)
     ]
     package = fetch_package(ref, credentials=credentials, publisher_keys=keys)
-    try:
-        text = package.config_toml.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{ref}: the package's Enarx.toml is not UTF-8") from e
-    config = (
-        parse_config(text, source=f"{ref.repository} Enarx.toml")
-        if text.strip()
-        else WorkloadConfig()
-    )
-    if config.dirs:
-        raise ConfigError(f"{ref}: [[dirs]] are host directories; a deployed Keep refuses them")
+    config = package_config(package.config_toml, source=f"{ref.repository} Enarx.toml")
     # Not which package: this log is the host's to read, and the registry connection is not.
     _logger.info("fetched the package (publisher: %s)", package.publisher or "none required")
     return package.module, config

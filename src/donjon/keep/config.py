@@ -81,6 +81,7 @@ __all__ = [
     "WorkloadConfig",
     "config_template",
     "load_config",
+    "package_config",
     "parse_config",
 ]
 
@@ -444,6 +445,30 @@ class WorkloadConfig:
 
 
 # -- entry points ------------------------------------------------------------------------------
+
+
+def package_config(config_toml: bytes, *, source: str) -> WorkloadConfig:
+    """The config of a workload package (its ``Enarx.toml`` layer): empty means no config.
+
+    Used wherever a package's config is read (the Keep that fetched it, ``donjon workload id``),
+    so both see the same config and compute the same workload identity.
+
+    Raises:
+        ConfigFileError: not UTF-8, invalid, or with ``[[dirs]]`` (host directories: a deployed
+            Keep runs on another machine).
+    """
+    try:
+        text = config_toml.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(source, None, None, "is not UTF-8 text") from e
+    if not text.strip():
+        return WorkloadConfig()
+    config = parse_config(text, source=source)
+    if config.dirs:
+        raise ConfigFileError(
+            source, None, "dirs", "[[dirs]] are host directories; a deployed Keep refuses them"
+        )
+    return config
 
 
 def parse_config(
