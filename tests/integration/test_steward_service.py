@@ -36,6 +36,7 @@ from donjon.crypto.ca import KeyPair, load_certificate, verify_issued
 from donjon.crypto.enarx import encode_enarx_snp
 from donjon.crypto.oids import ENARX_KVM, ENARX_SNP
 from donjon.errors import FreshnessError, MeasurementError, PolicyError
+from donjon.steward.audit import verify_log
 from donjon.steward.client import StewardClient, claims_of
 from donjon.steward.config import StewardPolicy
 from donjon.steward.core import StewardCore
@@ -561,7 +562,10 @@ def _connections_of(pid: int, port: int) -> int:
 
 
 def test_two_workers_share_connections_and_the_replay_cache(tmp_path: Path, keep: Keep) -> None:
-    server = _Serve(tmp_path / "state", "--policy", "dev", "--workers", "2")
+    audit = tmp_path / "audit.jsonl"
+    server = _Serve(
+        tmp_path / "state", "--policy", "dev", "--workers", "2", "--audit-log", str(audit)
+    )
     connections: list[socket.socket] = []
     try:
         host, port = server.url.removeprefix("http://").split(":")
@@ -587,3 +591,9 @@ def test_two_workers_share_connections_and_the_replay_cache(tmp_path: Path, keep
             sock.close()
         code, output = server.stop()
     assert code == 0, output
+    # Both workers wrote to one audit log, one chain; each signed a checkpoint as it stopped.
+    ca = x509.load_pem_x509_certificate((tmp_path / "state" / "ca.crt").read_bytes())
+    report = verify_log(audit.read_bytes(), ca)
+    assert report.intact, report.problems
+    assert report.events == {"issued": 1, "refused": 15}
+    assert report.unsigned_tail == 0 and report.checkpoints >= 1

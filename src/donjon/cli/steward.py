@@ -4,9 +4,11 @@ The contract (``docs/commands/steward.md``)::
 
     donjon steward serve --listen HOST:PORT --state-dir DIR [--policy NAME|FILE]
                          [--cert-lifetime DURATION] [--tls-cert FILE --tls-key FILE] [--workers N]
+                         [--audit-log FILE]
                          [--fetch-endorsements [--kds-url URL] [--pcs-url URL]
                           [--cache-dir DIR] [--kds-product P] [--kds-crl]]
     donjon steward init --state-dir DIR [--force]
+    donjon steward audit verify LOG --ca FILE [--json]
     donjon steward policy check POLICY --platform P --evidence FILE [--cert FILE]...
                          [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
                          [--client-nonce HEX] [--csr FILE] [--json]
@@ -141,6 +143,12 @@ def steward() -> None:
     help=f"Worker processes. Default: one per CPU, at most {MAX_DEFAULT_WORKERS} "
     f"({default_workers()} here).",
 )
+@click.option(
+    "--audit-log",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append every decision (certificate issued or refused, secrets released or withheld) "
+    "to this file: hash-chained, with checkpoints signed by the CA key.",
+)
 @fetch_options(
     flag="--fetch-endorsements",
     flag_help="Fetch the endorsements a Keep did not send (VCEK, Intel collateral) from AMD KDS "
@@ -154,6 +162,7 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     workers: int | None,
+    audit_log: Path | None,
     fetch: bool,
     kds_url: str,
     pcs_url: str,
@@ -183,6 +192,7 @@ def serve_command(
         tls_key=tls_key,
         workers=workers if workers is not None else default_workers(),
         endorsements=fetching,
+        audit_log=audit_log,
     )
     if policy.allow_insecure:
         click.echo(
@@ -198,6 +208,8 @@ def serve_command(
                 f"fetching missing endorsements from {fetching.kds_url} and {fetching.pcs_url} "
                 f"(cache {fetching.cache_dir})"
             )
+        if audit_log is not None:
+            click.echo(f"audit log {audit_log}")
         click.echo(f"listening on {where.url}")
 
     serve(settings, announce=announce)
@@ -451,6 +463,64 @@ def _read_csr(path: Path) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         raise InputError(f"CSR file {path} is PEM; give the DER form (openssl req -outform DER)")
     return data
+
+
+@steward.group("audit")
+def audit_group() -> None:
+    """Check Steward's audit log."""
+
+
+@audit_group.command("verify")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--ca",
+    "ca_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The Steward CA certificate (its state dir's ca.crt) whose key signs the checkpoints.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def audit_verify(log: Path, ca_file: Path, as_json: bool) -> None:
+    """Check LOG's hash chain and its checkpoints' signatures.
+
+    Exit status: 0 the log is intact (lines after the last checkpoint are chained but not yet
+    signed, and counted apart); 1 it was changed; 2 unusable input.
+    """
+    from donjon.crypto.ca import load_certificate
+    from donjon.steward.audit import verify_log
+
+    try:
+        data = log.read_bytes()
+        ca = load_certificate(ca_file.read_bytes(), what=f"CA certificate {ca_file}")
+    except OSError as e:
+        unusable(UsageError(f"cannot read {e.filename}: {e.strerror}"))
+    except DecodeError as e:
+        unusable(e)
+    report = verify_log(data, ca)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "intact": report.intact,
+                    "records": report.records,
+                    "checkpoints": report.checkpoints,
+                    "unsigned_tail": report.unsigned_tail,
+                    "events": report.events,
+                    "problems": list(report.problems),
+                },
+                indent=2,
+            )
+        )
+    else:
+        events = ", ".join(f"{n} {event}" for event, n in sorted(report.events.items()))
+        click.echo(
+            f"{report.records} records ({events or 'none'}), {report.checkpoints} signed "
+            f"checkpoints, {report.unsigned_tail} records after the last checkpoint"
+        )
+        for problem in report.problems:
+            click.echo(f"  ✗ {problem}")
+        click.echo("intact" if report.intact else "CHANGED: the log does not verify")
+    raise click.exceptions.Exit(0 if report.intact else 1)
 
 
 @steward.group("secret")

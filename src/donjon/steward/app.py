@@ -22,9 +22,10 @@ P-384 operations); parallelism comes from worker processes (``--workers``). The 
 fetching endorsements a Keep did not send (``--fetch-endorsements``): when they are not already
 in memory, that runs in a thread (``asyncio.to_thread``), so a slow AMD KDS or Intel PCS never
 stalls the loop; requests that need nothing fetched never leave it.
-Rule 4: no handler writes anything to disk; a rejected request changes nothing but the metrics
-and the nonce replay cache. ``/v1/secrets`` reads the released secrets from the state
-directory's secret store (small files, read whole).
+Rule 4: no handler writes anything to disk but the audit log (``--audit-log``: one line per
+decision); a rejected request changes nothing else but the metrics and the nonce replay cache.
+``/v1/secrets`` reads the released secrets from the state directory's secret store (small
+files, read whole).
 
 Eight fixed routes need no framework: a dict from path to method to handler, and one response
 shape. Against Starlette's routing, request and response objects this saves ~70,000 instructions
@@ -47,6 +48,7 @@ from typing import Any
 
 from donjon.errors import ConfigError, DecodeError, Error
 from donjon.steward._http import bind_sockets, http_protocol, loop_name
+from donjon.steward.audit import AuditLog
 from donjon.steward.config import StewardSettings
 from donjon.steward.core import Clock, EndorsementSource, StewardCore, SystemClock, status_for
 from donjon.steward.messages import (
@@ -177,6 +179,7 @@ class StewardApp:
         metrics: where to count (a fresh :class:`Metrics` by default).
         max_body_bytes: request body limit (413 above it).
         body_read_seconds: how long a body may take to arrive (408 after).
+        on_close: called by :meth:`close` (``serve`` passes the audit log's ``close``).
     """
 
     def __init__(
@@ -186,8 +189,10 @@ class StewardApp:
         metrics: Metrics | None = None,
         max_body_bytes: int = MAX_REQUEST_BYTES,
         body_read_seconds: float = BODY_READ_SECONDS,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.core = core
+        self._on_close = on_close
         self.body_read_seconds = body_read_seconds
         self.metrics = metrics or Metrics(
             replay_cache_size=lambda: len(core.nonces),
@@ -203,6 +208,11 @@ class StewardApp:
             "/healthz": {"GET": self.health},
             "/metrics": {"GET": self.render_metrics},
         }
+
+    def close(self) -> None:
+        """Release what the app holds once serving has stopped (the audit log, if any)."""
+        if self._on_close is not None:
+            self._on_close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -488,9 +498,8 @@ def run_workers(
     """
 
     def run_one(sock: socket.socket) -> None:
-        server = uvicorn_server(
-            make_app(), tls_cert=tls_cert, tls_key=tls_key, http=http, loop=loop
-        )
+        app = make_app()
+        server = uvicorn_server(app, tls_cert=tls_cert, tls_key=tls_key, http=http, loop=loop)
         # uvicorn re-raises the signal it caught once it has shut down; a no-op handler turns
         # that into a clean return instead of a kill or a KeyboardInterrupt.
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -499,6 +508,9 @@ def run_workers(
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            close = getattr(app, "close", None)
+            if callable(close):
+                close()  # e.g. the audit log's last checkpoint
 
     if len(sockets) == 1:
         run_one(sockets[0])
@@ -539,6 +551,9 @@ def serve(
     replay_cache = SharedReplayCache() if settings.workers > 1 else None
 
     def make_app() -> StewardApp:
+        audit = None
+        if settings.audit_log is not None:
+            audit = AuditLog(settings.audit_log, state.ca.sign_result)
         core = StewardCore(
             state.ca,
             settings.policy,
@@ -547,8 +562,9 @@ def serve(
             replay_cache=replay_cache,
             endorsements=_endorsement_source(settings, clock),
             secrets=SecretStore(settings.state_dir),
+            audit=audit,
         )
-        return StewardApp(core)
+        return StewardApp(core, on_close=audit.close if audit is not None else None)
 
     if announce is not None:
         announce(where)

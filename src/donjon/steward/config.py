@@ -464,6 +464,7 @@ class StewardSettings:
         workers: uvicorn worker processes (one per core is the usual choice).
         endorsements: fetch the endorsements a Keep did not send (AMD KDS, Intel PCS) with this
             configuration; None (the default): verify only what the Keep sent.
+        audit_log: append every decision to this file (``donjon.steward.audit``); None: none.
     """
 
     state_dir: Path
@@ -475,6 +476,7 @@ class StewardSettings:
     tls_key: Path | None = None
     workers: int = 1
     endorsements: FetchConfig | None = None
+    audit_log: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -29,9 +29,10 @@ import enum
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -95,6 +96,9 @@ from donjon.steward.nonce import (
 
 _logger = logging.getLogger(__name__)
 
+MAX_AUDIT_REASON_CHARS = 1000
+"""Longest refusal reason recorded in the audit log (characters)."""
+
 KEEP_DOMAIN = "keep.donjon.invalid"
 """Keeps are named ``<first 16 bytes of SHA-256(SPKI), hex>.keep.donjon.invalid`` (RFC 6761
 ``.invalid``: never resolvable, so the name identifies a key and can never be confused with a
@@ -115,6 +119,13 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class AuditSink(Protocol):
+    """Where decisions are recorded (``donjon.steward.audit.AuditLog``)."""
+
+    def record(self, fields: Mapping[str, Any]) -> None:
+        """Append one decision."""
 
 
 class SecretSource(Protocol):
@@ -321,6 +332,8 @@ class StewardCore:
             verify only what the client sent.
         secrets: where the values of secrets released under ``[steward.secrets]`` come from;
             None: this Steward releases none.
+        audit: where each decision is recorded (certificate issued or refused, secrets
+            released or withheld); None: only the log says.
     """
 
     def __init__(
@@ -336,9 +349,11 @@ class StewardCore:
         replay_cache: ReplayCache | None = None,
         endorsements: EndorsementSource | None = None,
         secrets: SecretSource | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.ca = ca
         self._secrets = secrets
+        self._audit = audit
         self.policy = policy
         self.clock = clock
         self.cert_lifetime = cert_lifetime
@@ -366,6 +381,16 @@ class StewardCore:
     # -- donjon protocol --------------------------------------------------------------------
 
     def attest(self, request: AttestRequest) -> Issued:
+        """Handle ``POST /v1/attest`` (and record the decision, see :meth:`_attest`)."""
+        try:
+            issued = self._attest(request)
+        except DonjonError as e:
+            self._record_refusal("/v1/attest", request.platform, e)
+            raise
+        self._record("issued", "/v1/attest", issued)
+        return issued
+
+    def _attest(self, request: AttestRequest) -> Issued:
         """Handle ``POST /v1/attest``.
 
         Raises:
@@ -417,14 +442,25 @@ class StewardCore:
             everything :meth:`attest` raises, and
             PolicyError: the CSR names no workload, or a secret is not released to it.
         """
-        issued = self.attest(request.attest)
+        try:
+            issued = self._attest(request.attest)
+        except DonjonError as e:
+            self._record_refusal("/v1/secrets", request.attest.platform, e)
+            raise
+        response = self._release(request, issued)
+        self._record("released", "/v1/secrets", issued, request.names)
+        return response
+
+    def _release(self, request: SecretsRequest, issued: Issued) -> SecretsResponse:
         workload = issued.claims.workload
         if not WORKLOAD_URI.fullmatch(workload):
-            raise PolicyError(
+            error = PolicyError(
                 "a Keep asking for secrets must name its workload: put its "
                 "donjon:workload:sha256:<hex> identity in the CSR as a URI SAN (the keep runtime "
                 "does this once it has the workload)"
             )
+            self._record("withheld", "/v1/secrets", issued, request.names, error)
+            raise error
         key_id = issued.claims.key_sha256.hex()[:16]
         recipient = parse_csr(request.attest.csr).spki_der
         sealed: dict[str, bytes] = {}
@@ -441,12 +477,15 @@ class StewardCore:
                 _logger.warning(
                     "refused secret %s to workload %s (key %s): %s", name, workload, key_id, why
                 )
-                raise PolicyError(
+                error = PolicyError(
                     f"secret {name!r} is not released to workload {workload} by policy "
                     f"'{self.policy.name}': its owner must store it (`donjon steward secret set "
                     f"{name}`) and name this workload in a release rule ([steward.secrets] "
                     f'{name} = ["{workload}"])'
                 )
+                # The audit log is the operator's: it says which it was, as the log does.
+                self._record("withheld", "/v1/secrets", issued, request.names, error, why=why)
+                raise error
             sealed[name] = seal_secret(value, recipient, name=name, nonce=request.attest.nonce)
         _logger.info(
             "released %d secret(s) %s to workload %s (key %s, policy %s)",
@@ -524,6 +563,16 @@ class StewardCore:
     # -- Enarx-compatible protocol ----------------------------------------------------------
 
     def attest_pkcs10(self, csr_der: bytes) -> Issued:
+        """Handle ``POST /`` (and record the decision, see :meth:`_attest_pkcs10`)."""
+        try:
+            issued = self._attest_pkcs10(csr_der)
+        except DonjonError as e:
+            self._record_refusal("/", None, e)
+            raise
+        self._record("issued", "/", issued)
+        return issued
+
+    def _attest_pkcs10(self, csr_der: bytes) -> Issued:
         """Handle ``POST /`` with an ``application/pkcs10`` body (Enarx's protocol).
 
         The CSR carries its evidence in exactly one non-critical extension: Enarx's KVM, SGX or
@@ -745,6 +794,53 @@ class StewardCore:
         chain = (certificate_der(leaf), self._ca_der)
         return Issued(certificate=leaf, chain=chain, result=result, claims=claims, verdict=verdict)
 
+    # -- the audit log -----------------------------------------------------------------------
+
+    def _record(
+        self,
+        event: str,
+        endpoint: str,
+        issued: Issued,
+        secrets: tuple[str, ...] = (),
+        error: DonjonError | None = None,
+        *,
+        why: str | None = None,
+    ) -> None:
+        if self._audit is None:
+            return
+        claims = issued.claims
+        fields: dict[str, Any] = {
+            "event": event,
+            "endpoint": endpoint,
+            "platform": claims.platform,
+            "insecure": claims.insecure,
+            "workload": claims.workload,
+            "key": claims.key_sha256.hex(),
+            "policy": claims.policy,
+            "policy_digest": claims.policy_digest.hex(),
+            "serial": f"{issued.certificate.serial_number:x}",
+        }
+        if secrets:
+            fields["secrets"] = list(secrets)
+        if error is not None:
+            fields["error"] = type(error).__name__
+            reason = error.diagnostics() if why is None else f"{why}: {error.diagnostics()}"
+            fields["reason"] = reason[:MAX_AUDIT_REASON_CHARS]
+        self._audit.record(fields)
+
+    def _record_refusal(self, endpoint: str, platform: str | None, error: DonjonError) -> None:
+        if self._audit is None:
+            return
+        self._audit.record(
+            {
+                "event": "refused",
+                "endpoint": endpoint,
+                "platform": None if platform is None else platform[:40],
+                "error": type(error).__name__,
+                "reason": error.diagnostics()[:MAX_AUDIT_REASON_CHARS],
+            }
+        )
+
     def _now(self) -> datetime:
         now = self.clock.now()
         if now.tzinfo is None:
@@ -769,6 +865,7 @@ def _der_sequence(body: bytes) -> bytes:
 __all__ = [
     "KEEP_DOMAIN",
     "STRICT_BINDING",
+    "AuditSink",
     "BindingScheme",
     "Clock",
     "CompletedEndorsements",
