@@ -124,6 +124,7 @@ def test_the_named_workload_receives_its_secret_and_nothing_leaks(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="donjon")  # CLI tests in this worker may have raised it
     with running_steward(_policy(workload.identity), secrets=store) as steward:
         result, out, err = _deploy(workload, host, steward)
     assert (result.exit_code, err, result.error) == (0, b"", None)
