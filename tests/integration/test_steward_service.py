@@ -18,6 +18,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ from donjon.crypto.oids import ENARX_KVM, ENARX_SNP
 from donjon.errors import FreshnessError, MeasurementError, PolicyError
 from donjon.steward.audit import verify_log
 from donjon.steward.client import StewardClient, claims_of
-from donjon.steward.config import StewardPolicy
+from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
 from donjon.steward.core import StewardCore
 from donjon.steward.messages import AttestRequest, ErrorBody
 from tests.unit.steward._support import (
@@ -597,3 +598,43 @@ def test_two_workers_share_connections_and_the_replay_cache(tmp_path: Path, keep
     assert report.intact, report.problems
     assert report.events == {"issued": 1, "refused": 15}
     assert report.unsigned_tail == 0 and report.checkpoints >= 1
+
+
+def test_sighup_reloads_the_policy_in_every_worker(tmp_path: Path, keep: Keep) -> None:
+    policy = tmp_path / "team.toml"
+    policy.write_text(DEV_POLICY_TOML.replace('name = "dev"', 'name = "team"'))
+    server = _Serve(tmp_path / "state", "--policy", str(policy), "--workers", "2")
+
+    def attest_all(n: int) -> set[str]:
+        """*n* attestations on fresh connections (so both workers answer): their outcomes."""
+        outcomes = set()
+        for _ in range(n):
+            with StewardClient(server.url) as client:
+                nonce = client.nonce()
+                try:
+                    client.attest(keep.csr(), keep.evidence(nonce), "nil", Endorsements(), nonce)
+                    outcomes.add("issued")
+                except PolicyError as e:
+                    outcomes.add(str(e))
+        return outcomes
+
+    try:
+        assert attest_all(8) == {"issued"}
+        # The operator tightens the policy: nil evidence is no longer accepted.
+        policy.write_text('name = "team"\n')
+        server.process.send_signal(signal.SIGHUP)
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while len(outcomes := attest_all(8)) != 1 or "issued" in outcomes:
+            assert datetime.now(UTC) < deadline, outcomes  # both workers reload
+        [refused] = outcomes
+        assert "insecure" in refused
+        # A broken policy file leaves the last good policy in force.
+        policy.write_text("name = [\n")
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert attest_all(8) == {refused}
+    finally:
+        code, output = server.stop()
+    assert code == 0, output
+    assert output.count("policy reloaded: 'team' sha256:") == 2  # once per worker
+    assert output.count("policy reload failed, 'team' stays in force") == 2

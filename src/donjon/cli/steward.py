@@ -170,7 +170,7 @@ def serve_command(
     kds_product: str | None,
     kds_crl: bool,
 ) -> None:
-    """Serve the Steward API until SIGTERM or SIGINT."""
+    """Serve the Steward API until SIGTERM or SIGINT. SIGHUP reads the policy again."""
     host, port = parse_listen(listen)
     policy = StewardPolicy.named(policy_name)
     fetching = fetch_config(
@@ -193,6 +193,7 @@ def serve_command(
         workers=workers if workers is not None else default_workers(),
         endorsements=fetching,
         audit_log=audit_log,
+        policy_source=policy_name,
     )
     if policy.allow_insecure:
         click.echo(

@@ -49,7 +49,7 @@ from typing import Any
 from donjon.errors import ConfigError, DecodeError, Error
 from donjon.steward._http import bind_sockets, http_protocol, loop_name
 from donjon.steward.audit import AuditLog
-from donjon.steward.config import StewardSettings
+from donjon.steward.config import StewardPolicy, StewardSettings
 from donjon.steward.core import Clock, EndorsementSource, StewardCore, SystemClock, status_for
 from donjon.steward.messages import (
     CONTENT_TYPE,
@@ -180,6 +180,7 @@ class StewardApp:
         max_body_bytes: request body limit (413 above it).
         body_read_seconds: how long a body may take to arrive (408 after).
         on_close: called by :meth:`close` (``serve`` passes the audit log's ``close``).
+        policy_loader: reads the policy again for :meth:`reload`; None: no reloading.
     """
 
     def __init__(
@@ -190,9 +191,11 @@ class StewardApp:
         max_body_bytes: int = MAX_REQUEST_BYTES,
         body_read_seconds: float = BODY_READ_SECONDS,
         on_close: Callable[[], None] | None = None,
+        policy_loader: Callable[[], StewardPolicy] | None = None,
     ) -> None:
         self.core = core
         self._on_close = on_close
+        self._policy_loader = policy_loader
         self.body_read_seconds = body_read_seconds
         self.metrics = metrics or Metrics(
             replay_cache_size=lambda: len(core.nonces),
@@ -213,6 +216,24 @@ class StewardApp:
         """Release what the app holds once serving has stopped (the audit log, if any)."""
         if self._on_close is not None:
             self._on_close()
+
+    def reload(self) -> None:
+        """Read the policy again (``serve`` calls this on SIGHUP). A policy that does not load
+        leaves the current one in force, and the log says why."""
+        if self._policy_loader is None:
+            return
+        try:
+            policy = self._policy_loader()
+        except Error as e:
+            _logger.error("policy reload failed, '%s' stays in force: %s", self.core.policy.name, e)
+            return
+        self.core.set_policy(policy)
+        _logger.warning("policy reloaded: '%s' sha256:%s", policy.name, policy.digest.hex())
+        if policy.allow_insecure:
+            _logger.warning(
+                "policy '%s' accepts insecure evidence (nil: no TEE); use it for development only",
+                policy.name,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -503,6 +524,9 @@ def run_workers(
         # uvicorn re-raises the signal it caught once it has shut down; a no-op handler turns
         # that into a clean return instead of a kill or a KeyboardInterrupt.
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
+        reload = getattr(app, "reload", None)
+        if callable(reload):
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload())
         try:
             server.run(sockets=[sock])
         finally:
@@ -564,7 +588,12 @@ def serve(
             secrets=SecretStore(settings.state_dir),
             audit=audit,
         )
-        return StewardApp(core, on_close=audit.close if audit is not None else None)
+        source = settings.policy_source
+        return StewardApp(
+            core,
+            on_close=audit.close if audit is not None else None,
+            policy_loader=(lambda: StewardPolicy.named(source)) if source is not None else None,
+        )
 
     if announce is not None:
         announce(where)
@@ -588,7 +617,8 @@ def _endorsement_source(settings: StewardSettings, clock: Clock) -> EndorsementS
 def _fork_workers(
     run_one: Callable[[socket.socket], None], sockets: Sequence[socket.socket]
 ) -> None:
-    """Fork one child per socket that runs *run_one* on it; forward SIGTERM/SIGINT; reap them."""
+    """Fork one child per socket that runs *run_one* on it; forward SIGTERM/SIGINT (as SIGTERM)
+    and SIGHUP (as SIGHUP); reap them."""
     children: list[int] = []
     # Buffered output would be written once by each child as well.
     sys.stdout.flush()
@@ -612,13 +642,15 @@ def _fork_workers(
         sock.close()
 
     def forward(signum: int, _frame: object) -> None:
+        passed = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
         for child in children:
             try:
-                os.kill(child, signal.SIGTERM)
+                os.kill(child, passed)
             except ProcessLookupError:
                 pass
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in forwarded}
     try:
         for child in children:
             while True:

@@ -465,6 +465,8 @@ class StewardSettings:
         endorsements: fetch the endorsements a Keep did not send (AMD KDS, Intel PCS) with this
             configuration; None (the default): verify only what the Keep sent.
         audit_log: append every decision to this file (``donjon.steward.audit``); None: none.
+        policy_source: what :attr:`policy` was read from (a built-in name or a file), read again
+            on SIGHUP; None: the policy is never reloaded.
     """
 
     state_dir: Path
@@ -477,6 +479,7 @@ class StewardSettings:
     workers: int = 1
     endorsements: FetchConfig | None = None
     audit_log: Path | None = None
+    policy_source: str | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

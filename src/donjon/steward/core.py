@@ -366,10 +366,13 @@ class StewardCore:
         self._binding = binding
         self._endorsements = endorsements
         # nil evidence is checked against the policy's pinned development keys, if any.
-        self._nil_verifier = (
-            NilVerifier(trusted_keys=sorted(policy.dev_keys)) if policy.dev_keys else None
-        )
+        self._nil_verifier = _nil_verifier_for(policy)
         self._ca_der = ca.certificate_der
+
+    def set_policy(self, policy: StewardPolicy) -> None:
+        """Decide by *policy* from the next request on (``serve`` does on SIGHUP)."""
+        verifier = _nil_verifier_for(policy)
+        self.policy, self._nil_verifier = policy, verifier
 
     # -- nonces -----------------------------------------------------------------------------
 
@@ -846,6 +849,11 @@ class StewardCore:
         if now.tzinfo is None:
             raise ConfigError("the Steward clock returned a naive datetime; it must be UTC-aware")
         return now.astimezone(UTC)
+
+
+def _nil_verifier_for(policy: StewardPolicy) -> NilVerifier | None:
+    """nil evidence is checked against the policy's pinned development keys, if any."""
+    return NilVerifier(trusted_keys=sorted(policy.dev_keys)) if policy.dev_keys else None
 
 
 def _with_endorsements(request: AttestRequest, done: Endorsements) -> AttestRequest:
