@@ -8,12 +8,13 @@ option names, the same help and the same messages for the same mistakes.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -42,6 +43,7 @@ EXIT_UNUSABLE = 2
 PLATFORMS = [str(p) for p in Platform]
 
 F = TypeVar("F", bound=Callable[..., object])
+R = TypeVar("R")
 
 
 def evidence_options(*, at_help: str) -> Callable[[F], F]:
@@ -98,9 +100,16 @@ bursts of twice as many): an operator's knob, for a Steward in front of its own 
 _FETCH_DETAILS = ("kds_url", "pcs_url", "cache_dir", "kds_product", "kds_crl")
 
 
-def fetch_options(*, flag: str, flag_help: str) -> Callable[[F], F]:
-    """*flag* (a boolean ``fetch`` parameter) and the options saying where and how to fetch:
-    ``--kds-url``, ``--pcs-url``, ``--cache-dir``, ``--kds-product``, ``--kds-crl``."""
+FetchConfigFactory = Callable[[], "FetchConfig | None"]
+"""What a command decorated with :func:`fetch_options` receives as ``endorsement_fetch``: call
+it (where its errors are handled) for the :class:`FetchConfig` the options describe, or None."""
+
+
+def fetch_options(*, flag: str, flag_help: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """*flag* and the options saying where and how to fetch (``--kds-url``, ``--pcs-url``,
+    ``--cache-dir``, ``--kds-product``, ``--kds-crl``), handed to the command as one parameter,
+    ``endorsement_fetch``: a :data:`FetchConfigFactory` (deferred, so that the command decides
+    how a bad option is reported)."""
     options = (
         click.option(flag, "fetch", is_flag=True, help=flag_help),
         click.option(
@@ -139,10 +148,17 @@ def fetch_options(*, flag: str, flag_help: str) -> Callable[[F], F]:
         ),
     )
 
-    def apply(func: F) -> F:
+    def apply(func: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(func)
+        def command(*args: object, **kwargs: Any) -> R:
+            given = {name: kwargs.pop(name) for name in ("fetch", *_FETCH_DETAILS)}
+            kwargs["endorsement_fetch"] = functools.partial(fetch_config, **given, flag=flag)
+            return func(*args, **kwargs)
+
+        wrapped: Callable[..., R] = command
         for option in reversed(options):
-            func = option(func)
-        return func
+            wrapped = option(wrapped)
+        return wrapped
 
     return apply
 
@@ -267,6 +283,7 @@ __all__ = [
     "FETCH_RATE_ENV",
     "PCS_API_KEY_ENV",
     "PLATFORMS",
+    "FetchConfigFactory",
     "complete_endorsements",
     "evidence_options",
     "fetch_config",

@@ -34,9 +34,9 @@ from donjon.attestation.verdict import Verdict, failure_to_json
 from donjon.cli._evidenceopts import (
     EXIT_ACCEPTED,
     EXIT_REJECTED,
+    FetchConfigFactory,
     complete_endorsements,
     evidence_options,
-    fetch_config,
     fetch_options,
     parse_at,
     parse_hex,
@@ -89,12 +89,7 @@ def verify(
     report_data: str | None,
     policy_name: str,
     as_json: bool,
-    fetch: bool,
-    kds_url: str,
-    pcs_url: str,
-    cache_dir: Path | None,
-    kds_product: str | None,
-    kds_crl: bool,
+    endorsement_fetch: FetchConfigFactory,
 ) -> None:
     """Verify evidence offline and apply a policy.
 
@@ -110,14 +105,7 @@ def verify(
         policy = Policy.named(policy_name)
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
-        fetching = fetch_config(
-            fetch=fetch,
-            kds_url=kds_url,
-            pcs_url=pcs_url,
-            cache_dir=cache_dir,
-            kds_product=kds_product,
-            kds_crl=kds_crl,
-        )
+        fetching = endorsement_fetch()
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
         unusable(e)
 

@@ -48,9 +48,9 @@ from donjon.attestation.result import Platform
 from donjon.cli._evidenceopts import (
     EXIT_ACCEPTED,
     EXIT_REJECTED,
+    FetchConfigFactory,
     complete_endorsements,
     evidence_options,
-    fetch_config,
     fetch_options,
     parse_at,
     parse_hex,
@@ -163,25 +163,12 @@ def serve_command(
     tls_key: Path | None,
     workers: int | None,
     audit_log: Path | None,
-    fetch: bool,
-    kds_url: str,
-    pcs_url: str,
-    cache_dir: Path | None,
-    kds_product: str | None,
-    kds_crl: bool,
+    endorsement_fetch: FetchConfigFactory,
 ) -> None:
     """Serve the Steward API until SIGTERM or SIGINT. SIGHUP reads the policy again."""
     host, port = parse_listen(listen)
     policy = StewardPolicy.named(policy_name)
-    fetching = fetch_config(
-        fetch=fetch,
-        kds_url=kds_url,
-        pcs_url=pcs_url,
-        cache_dir=cache_dir,
-        kds_product=kds_product,
-        kds_crl=kds_crl,
-        flag="--fetch-endorsements",
-    )
+    fetching = endorsement_fetch()
     settings = StewardSettings(
         state_dir=state_dir,
         policy=policy,
@@ -286,12 +273,7 @@ def policy_check(
     csr: Path | None,
     secret_names: tuple[str, ...],
     as_json: bool,
-    fetch: bool,
-    kds_url: str,
-    pcs_url: str,
-    cache_dir: Path | None,
-    kds_product: str | None,
-    kds_crl: bool,
+    endorsement_fetch: FetchConfigFactory,
 ) -> None:
     """Dry-run POLICY on recorded evidence and explain each step of the decision.
 
@@ -311,14 +293,7 @@ def policy_check(
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
         csr_data = _read_csr(csr) if csr is not None else None
-        fetching = fetch_config(
-            fetch=fetch,
-            kds_url=kds_url,
-            pcs_url=pcs_url,
-            cache_dir=cache_dir,
-            kds_product=kds_product,
-            kds_crl=kds_crl,
-        )
+        fetching = endorsement_fetch()
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
         unusable(e)
 
