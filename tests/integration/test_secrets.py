@@ -207,6 +207,8 @@ def test_cli_deploy_with_a_secret(
         )
     assert result.returncode == 0, result.stderr
     assert f"env DB_PASSWORD={value.decode()}" in result.stdout.splitlines()
+    assert f"asks Steward for db-password as workload {workload.identity}" in result.stderr
+    assert value.decode() not in result.stderr
 
 
 def test_a_file_secret_is_a_read_only_file_gone_when_the_workload_ends(

@@ -132,6 +132,12 @@ def deploy(
                 f"policy {identity.policy}; {what}",
                 err=True,
             )
+            if isinstance(wl, Workload) and wl.config.secrets:
+                names = ", ".join(s.name for s in wl.config.secrets)
+                click.echo(
+                    f"donjon: the Keep asks Steward for {names} as workload {wl.identity}",
+                    err=True,
+                )
 
     result = run_deploy(
         wl,
