@@ -39,7 +39,8 @@ def test_demo_deploys_hello_and_an_attested_tls_echo_server_then_cleans_up(
     assert result.stdout == b"Hello, world!\necho_server: served 1 connections, 31 bytes\n"
     assert "verified via  steward" in err
     assert "platform      nil" in err
-    assert "same key      yes: the certificate the deploy verified" in err
+    assert "same key      yes: the key the deploy verified" in err
+    assert re.search(r"workload      donjon:workload:sha256:[0-9a-f]{64} \(Steward", err)
     assert "echoed        a secret only the Keep may read" in err
     assert ".keep.donjon.invalid" in err  # the client checked the Keep's name on its certificate
     # A secret released to the workload its rule names, refused to the same module with

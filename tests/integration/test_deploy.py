@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from donjon.backends.nil_evidence import runtime_measurement
 from donjon.client.attested import InsecureKeepError, KeepIdentity
 from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
 from donjon.client.host_api import HostClient, KeepInfo
-from donjon.crypto.ca import verify_issued
+from donjon.crypto.ca import certificate_spki, verify_issued
 from donjon.crypto.ratls import certificate_pem, load_peer_certificate
 from donjon.errors import KeepLaunchError, UsageError
 from donjon.steward.config import StewardPolicy
@@ -554,8 +555,18 @@ def test_workload_tls_listener_presents_the_verified_keep_certificate(
         else:
             ctx.verify_mode = ssl.CERT_NONE  # self-signed RA-TLS; pinned to what deploy verified
         with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as conn:
-            assert conn.getpeercert(binary_form=True) == identity.certificate_der
+            presented = conn.getpeercert(binary_form=True)
             assert echo_once(conn, b"attested echo") == b"attested echo"
+        assert presented is not None
+        if steward is None:
+            assert presented == identity.certificate_der  # the RA-TLS certificate verified
+        else:
+            # Steward certified the same key again, now naming the workload that runs.
+            served = x509.load_der_x509_certificate(presented)
+            checked = x509.load_der_x509_certificate(identity.certificate_der)
+            assert certificate_spki(served) == certificate_spki(checked)
+            names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert names.get_values_for_type(x509.UniformResourceIdentifier) == [workload.identity]
         thread.join(LISTEN_WAIT_S)
     assert not thread.is_alive(), "deploy did not return after the workload's one connection"
     result = outcome[0]

@@ -23,7 +23,7 @@ from cryptography import x509
 from donjon.client.attested import KeepIdentity
 from donjon.client.deploy import DeployOptions, DeployResult, Workload, deploy
 from donjon.client.host_api import KeepInfo
-from donjon.crypto.ca import certificate_der, certificate_spki, verify_issued
+from donjon.crypto.ca import certificate_spki, verify_issued
 from donjon.crypto.ratls import certificate_pem
 from donjon.steward.config import StewardPolicy
 from tests.integration.deploy_support import (
@@ -129,7 +129,10 @@ def test_a_serving_keep_presents_a_renewed_certificate_before_the_first_expires(
     with running_steward(cert_lifetime=LIFETIME) as steward:
         keep = _Deployed(host, steward, tmp_path, n=2)
         first = keep.connect()
-        assert certificate_der(first) == keep.verified[0].certificate_der
+        verified = x509.load_der_x509_certificate(keep.verified[0].certificate_der)
+        assert certificate_spki(first) == certificate_spki(verified)
+        uris = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [keep.workload.identity]
         keep.stderr.wait_for(RENEWED, LIFETIME.total_seconds() + 10)
         second = keep.connect()
         result = keep.finish()
@@ -137,7 +140,9 @@ def test_a_serving_keep_presents_a_renewed_certificate_before_the_first_expires(
     assert second.serial_number != first.serial_number
     verify_issued(second, steward.ca)
     assert certificate_spki(second) == certificate_spki(first)  # the same key: it never left
-    assert _dns(second) == _dns(first)  # the same Keep name
+    assert _dns(second) == _dns(first)  # the same Keep name, and the same workload
+    renewed = second.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert renewed.get_values_for_type(x509.UniformResourceIdentifier) == [keep.workload.identity]
     assert second.not_valid_after_utc > first.not_valid_after_utc
     # Renewed before the first expired, so no client ever met an expired certificate.
     assert second.not_valid_before_utc < first.not_valid_after_utc

@@ -308,6 +308,7 @@ def _echo_demo(options: DeployOptions, ca: x509.Certificate, tmp: Path) -> None:
     from donjon.client.attested import KeepIdentity
     from donjon.client.deploy import Workload, deploy
     from donjon.client.host_api import KeepInfo
+    from donjon.crypto.ca import certificate_spki
     from donjon.crypto.ratls import certificate_pem, load_peer_certificate
 
     config = tmp / "echo.toml"
@@ -357,18 +358,18 @@ def _echo_demo(options: DeployOptions, ca: x509.Certificate, tmp: Path) -> None:
         tls.unwrap()
     thread.join(START_TIMEOUT_S)
     result = outcome[0] if outcome else None
+    served = load_peer_certificate(presented or b"")
+    same_key = certificate_spki(served) == certificate_spki(cert)
+    served_names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = served_names.get_values_for_type(x509.UniformResourceIdentifier)
     rows = [
         (
             "listener",
             f"127.0.0.1:{port} (the host's loopback: a nil Keep shares the host's network)",
         ),
         ("certificate", f"chains to Steward's CA, names {keep_name}"),
-        (
-            "same key",
-            "yes: the certificate the deploy verified"
-            if presented == verified[0].certificate_der
-            else "NO",
-        ),
+        ("same key", "yes: the key the deploy verified" if same_key else "NO"),
+        ("workload", f"{uris[0] if uris else 'NONE'} (Steward certifies what runs)"),
         ("sent", ECHO_MESSAGE.decode()),
         ("echoed", echoed.decode(errors="replace")),
     ]
@@ -376,7 +377,7 @@ def _echo_demo(options: DeployOptions, ca: x509.Certificate, tmp: Path) -> None:
         click.echo(f"   {name:<13} {value}", err=True)
     sys.stdout.buffer.write(out.getvalue())
     sys.stdout.flush()
-    if presented != verified[0].certificate_der or echoed != ECHO_MESSAGE:
+    if not same_key or uris != [wl.identity] or echoed != ECHO_MESSAGE:
         raise KeepLaunchError("the echo server's Keep did not answer as verified")
     if isinstance(result, Error):
         raise result

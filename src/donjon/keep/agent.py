@@ -297,9 +297,11 @@ def _steward_chain(
     provider: EvidenceProvider,
     *,
     client_nonce: bytes | None = None,
+    workload: str | None = None,
 ) -> bytes:
     """A Steward certificate chain (PEM, leaf first) for *key*, from fresh evidence binding it
-    and a fresh Steward nonce (followed by the relying party's *client_nonce*, if any)."""
+    and a fresh Steward nonce (followed by the relying party's *client_nonce*, if any); naming
+    *workload* (a URI SAN) if given."""
     from donjon.steward.client import StewardClient
 
     with StewardClient(url, ca=ca_pem) as steward:
@@ -307,7 +309,7 @@ def _steward_chain(
         bound = steward_nonce if client_nonce is None else steward_nonce + client_nonce
         evidence = provider.evidence(report_data_for(key.spki_der, bound))
         issued = steward.attest(
-            key.csr(),
+            key.csr(uris=[workload] if workload is not None else []),
             evidence,
             provider.platform,
             Endorsements(),
@@ -317,9 +319,12 @@ def _steward_chain(
     return b"".join(certificate_pem(c) for c in issued.chain)
 
 
-def recertify(params: LaunchParams, identity: Identity, warm: Warm | None = None) -> bytes:
-    """A new Steward certificate chain for the Keep's key (same key, fresh evidence), pinned to
-    the CA that issued its current one (which the client verified).
+def recertify(
+    params: LaunchParams, identity: Identity, warm: Warm | None = None, workload: str | None = None
+) -> bytes:
+    """A new Steward certificate chain for the Keep's key (same key, fresh evidence), naming
+    *workload* if given, pinned to the CA that issued its current one (which the client
+    verified).
 
     Raises:
         UnsupportedConfigError: the Keep has no Steward certificate to renew.
@@ -331,8 +336,11 @@ def recertify(params: LaunchParams, identity: Identity, warm: Warm | None = None
         raise UnsupportedConfigError("this Keep has no Steward certificate to renew")
     key = KeyPair.from_pem(identity.key_pem, what="the Keep's key")
     provider = evidence_provider(params.backend, warm)
-    return _steward_chain(params.steward, chain[-1], key, provider)
+    return _steward_chain(params.steward, chain[-1], key, provider, workload=workload)
 
+
+Recertifier = Callable[[str], bytes]
+"""Gets a Steward certificate chain (PEM) for the Keep's key that names a workload identity."""
 
 SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, bytes]]
 """Gets a workload's ``[[secrets]]`` from Steward: (config, module SHA-256, argv[0], extra
@@ -709,19 +717,21 @@ def run_workload(
     runtime: KeepRuntime,
     identity: Identity,
     secrets: SecretFetcher | None = None,
-    recertify: Callable[[], bytes] | None = None,
+    recertify: Recertifier | None = None,
 ) -> int:
     """Check and run the workload with its stdio streamed over *tls*; send its exit frame.
 
     A workload whose config has ``[[secrets]]`` gets them from Steward through *secrets*
-    before it starts; without them it does not start. While a workload with TLS sockets runs,
-    *recertify* renews the Keep's Steward certificate before it expires
-    (:mod:`donjon.keep.renewal`).
+    before it starts; without them it does not start.
 
-    Its ``prot = "tls"`` sockets present the Keep's own attested identity (*identity*: the
-    certificate the client has just verified), so a peer of the workload can check the same
-    evidence; notices about its sockets (where a listener is) go to its stderr, that is, to
-    the client.
+    Its ``prot = "tls"`` sockets present the Keep's own attested key. With a Steward
+    (*recertify*), the Keep first gets a certificate for that key that also names the
+    workload's identity (module, config, argv: :mod:`donjon.keep.workload_id`), so a peer of
+    the workload learns from Steward's certificate which workload, with which grants, it talks
+    to; the certificate is renewed before it expires while the workload runs
+    (:mod:`donjon.keep.renewal`). Without a Steward, the sockets present the RA-TLS
+    certificate the client verified. Notices about its sockets (where a listener is) go to its
+    stderr, that is, to the client.
 
     Returns:
         The workload's exit code, or the error's (125 for a failure that is not the
@@ -738,7 +748,7 @@ def _run_workload(
     runtime: KeepRuntime,
     identity: Identity,
     secrets: SecretFetcher | None,
-    recertify: Callable[[], bytes] | None,
+    recertify: Recertifier | None,
     files: SecretFiles,
 ) -> int:
     try:
@@ -757,6 +767,13 @@ def _run_workload(
             secrets=released,
             secrets_dir=files.write(config, released),
         )
+        workload_chain = None
+        if recertify is not None and invocation.uses_tls:
+            from donjon.keep.workload_id import workload_identity
+
+            digest = hashlib.sha256(module_bytes).digest()
+            workload = workload_identity(digest, config, program=program, args=args)
+            workload_chain = recertify(workload)
     except Error as e:
         code = e.exit_code if isinstance(e, WorkloadError) else EXIT_PROTOCOL
         _send_exit(tls, code, e)
@@ -778,14 +795,15 @@ def _run_workload(
     )
     pump.start()
     error: Error | None = None
-    network = _network(invocation, identity)
+    network = _network(invocation, identity, workload_chain)
     renewer = None
-    if network is not None and recertify is not None and invocation.uses_tls:
+    if network is not None and recertify is not None and workload_chain is not None:
         from donjon.keep.renewal import CertificateRenewer
         from donjon.keep.sockets.tls import IdentityTls
 
         if isinstance(network.tls, IdentityTls):
-            renewer = CertificateRenewer(network.tls, recertify, _notice_to_client)
+            renew = functools.partial(recertify, workload)
+            renewer = CertificateRenewer(network.tls, renew, _notice_to_client)
             renewer.start()
     try:
         code = runtime.run(module, invocation, InheritedStdio(), network=network)
@@ -809,8 +827,11 @@ _CERT_NAMES = {
 }
 
 
-def _network(invocation: Invocation, identity: Identity) -> NetworkOptions | None:
-    """The workload's sockets: TLS with the Keep's identity, notices on its stderr."""
+def _network(
+    invocation: Invocation, identity: Identity, workload_chain: bytes | None = None
+) -> NetworkOptions | None:
+    """The workload's sockets: TLS with the Keep's key (and *workload_chain*, Steward's
+    certificate naming the workload, if there is one), notices on its stderr."""
     if invocation.fds is None:
         return None
     from donjon.keep.sockets import NetworkOptions
@@ -818,8 +839,12 @@ def _network(invocation: Invocation, identity: Identity) -> NetworkOptions | Non
 
     tls = IdentityTls(
         identity.key_pem,
-        identity.chain_pem,
-        description=_CERT_NAMES.get(identity.via, "the Keep's certificate"),
+        workload_chain or identity.chain_pem,
+        description=(
+            "the Keep's Steward-issued certificate naming the workload"
+            if workload_chain is not None
+            else _CERT_NAMES.get(identity.via, "the Keep's certificate")
+        ),
     )
     return NetworkOptions(tls=tls, on_notice=_notice_to_client)
 
@@ -852,7 +877,7 @@ def serve(
     identity: Identity,
     runtime: KeepRuntime | None = None,
     secrets: SecretFetcher | None = None,
-    recertify: Callable[[], bytes] | None = None,
+    recertify: Recertifier | None = None,
 ) -> int:
     """Serve TLS on *sock_path* until one workload has run; return its exit code."""
     context = server_context(identity.key_pem, identity.chain_pem)
@@ -1004,11 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
             hashlib.sha256(identity.chain_pem).hexdigest()[:16],
         )
         secrets = functools.partial(release_secrets, params=params, identity=identity, warm=warm)
-        renew = (
-            functools.partial(recertify, params, identity, warm)
-            if identity.via == "steward"
-            else None
-        )
+        renew: Recertifier | None = None
+        if identity.via == "steward":
+            renew = functools.partial(recertify, params, identity, warm)
         runtime = warm.runtime if warm is not None else None
         return serve(sock_path, identity, runtime, secrets, renew)
     except Error as e:
