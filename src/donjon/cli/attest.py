@@ -4,7 +4,8 @@ The contract (``docs/commands/attest.md``) is stable, because others script agai
 
     donjon attest verify --platform {sev-snp,tdx,sgx,cca,nitro,nil} --evidence FILE
                          [--cert FILE]... [--collateral FILE]... [--at ISO-8601] [--nonce HEX]
-                         [--report-data HEX] [--policy production|permissive|FILE] [--json]
+                         [--report-data HEX] [--policy production|permissive|FILE]
+                         [--json | --ear [--ear-key FILE]]
                          [--fetch [--kds-url URL] [--pcs-url URL] [--cache-dir DIR]
                           [--kds-product Milan|Genoa|Turin] [--kds-crl]]
 
@@ -27,7 +28,8 @@ from typing import Any
 import click
 
 from donjon.attestation.dispatch import UnsupportedPlatformError, parse_platform, verify_evidence
-from donjon.attestation.inputs import InputError, load_endorsements, load_evidence
+from donjon.attestation.ear import appraisal, ear_claims, failed_appraisal
+from donjon.attestation.inputs import InputError, load_endorsements, load_evidence, read_bounded
 from donjon.attestation.policy import Policy, evaluate
 from donjon.attestation.result import Platform, VerifiedEvidence
 from donjon.attestation.verdict import Verdict, failure_to_json
@@ -43,6 +45,9 @@ from donjon.cli._evidenceopts import (
     unusable,
 )
 from donjon.errors import ConfigError, TransportError, VerificationError
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""Largest ``--ear-key`` file read (bytes); a P-384 key PEM is ~300 bytes."""
 
 
 @click.group("attest")
@@ -72,6 +77,17 @@ def attest() -> None:
     help="Built-in policy name or a policy TOML file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable schema).")
+@click.option(
+    "--ear",
+    "as_ear",
+    is_flag=True,
+    help="Print the appraisal as an EAT Attestation Result (IETF RATS EAR, AR4SI vectors).",
+)
+@click.option(
+    "--ear-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --ear: sign it with this EC private key (PEM) and print a JWT instead.",
+)
 @fetch_options(
     flag="--fetch",
     flag_help="Fetch missing endorsements (VCEK, Intel collateral) from AMD KDS / Intel PCS, "
@@ -89,6 +105,8 @@ def verify(
     report_data: str | None,
     policy_name: str,
     as_json: bool,
+    as_ear: bool,
+    ear_key: Path | None,
     endorsement_fetch: FetchConfigFactory,
 ) -> None:
     """Verify evidence offline and apply a policy.
@@ -106,6 +124,15 @@ def verify(
         decoded = load_evidence(evidence)
         endorsements = load_endorsements(certs, collateral)
         fetching = endorsement_fetch()
+        if as_ear and as_json:
+            raise InputError("--ear and --json are two output formats; choose one")
+        if ear_key is not None and not as_ear:
+            raise InputError("--ear-key signs the --ear output; add --ear")
+        ear_signing_key = (
+            read_bounded(ear_key, max_bytes=MAX_KEY_FILE_BYTES, what="--ear-key file")
+            if ear_key is not None
+            else None
+        )
     except (InputError, ConfigError, UnsupportedPlatformError) as e:
         unusable(e)
 
@@ -116,14 +143,20 @@ def verify(
             )
         verified = verify_evidence(platform, decoded.data, endorsements=endorsements, now=now)
     except VerificationError as e:
-        _print_failure(platform, e, policy, now, as_json=as_json)
+        if as_ear:
+            failed = failed_appraisal(f"{type(e).__name__}: {e.diagnostics()}")
+            _print_ear(str(platform), failed, now, nonce_bytes, ear_signing_key)
+        else:
+            _print_failure(platform, e, policy, now, as_json=as_json)
         raise click.exceptions.Exit(EXIT_REJECTED) from e
     except (UnsupportedPlatformError, ConfigError, TransportError) as e:
         # TransportError: a missing endorsement could not be fetched; nothing was verified.
         unusable(e)
 
     verdict = evaluate(policy, verified, nonce=nonce_bytes, expected_report_data=expected)
-    if as_json:
+    if as_ear:
+        _print_ear(str(platform), appraisal(verdict), now, nonce_bytes, ear_signing_key)
+    elif as_json:
         _echo_json({**verdict.to_json(), "verified_at": _iso(now)})
     else:
         _print_human(verdict, now, verbose=verbose)
@@ -133,6 +166,33 @@ def verify(
             err=True,
         )
     raise click.exceptions.Exit(EXIT_ACCEPTED if verdict.accepted else EXIT_REJECTED)
+
+
+def _print_ear(
+    submod: str,
+    appraised: dict[str, Any],
+    now: datetime,
+    nonce: bytes | None,
+    signing_key: bytes | None,
+) -> None:
+    """The EAR on stdout: its JSON claims-set, or a JWT signed with *signing_key*."""
+    from donjon import __version__
+
+    claims = ear_claims(
+        {submod: appraised},
+        iat=int(now.timestamp()),
+        verifier_build=f"donjon {__version__}",
+        nonce=nonce,
+    )
+    if signing_key is None:
+        _echo_json(claims)
+        return
+    from donjon.crypto.jws import sign_jwt
+
+    try:
+        click.echo(sign_jwt(claims, signing_key))
+    except ConfigError as e:
+        unusable(e)
 
 
 def _print_failure(
