@@ -756,9 +756,9 @@ def _run_workload(
         module = runtime.load(
             module_bytes, name=program, deadline=config.limits.timeout_s is not None
         )
+        digest = hashlib.sha256(module_bytes).digest()
         released: dict[str, bytes] = {}
         if config.secrets and secrets is not None:
-            digest = hashlib.sha256(module_bytes).digest()
             released = secrets(config, digest, program, args)
         invocation = Invocation.from_config(
             config,
@@ -768,10 +768,10 @@ def _run_workload(
             secrets_dir=files.write(config, released),
         )
         workload_chain = None
+        workload = ""
         if recertify is not None and invocation.uses_tls:
             from donjon.keep.workload_id import workload_identity
 
-            digest = hashlib.sha256(module_bytes).digest()
             workload = workload_identity(digest, config, program=program, args=args)
             workload_chain = recertify(workload)
     except Error as e:
