@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from tests.integration.deploy_support import (
     EXAMPLES,
     ManagerHandle,
     RelayRecorder,
+    child_env,
     pin_dev_key,
     run_donjon,
     running_manager,
@@ -180,6 +183,39 @@ def test_donjon_run_explains_where_secrets_come_from(workload: Workload, tmp_pat
     assert result.returncode == 3
     assert "releases only to an attested Keep" in result.stderr
     assert "donjon deploy --steward URL --ca FILE" in result.stderr
+    assert "donjon run --secret NAME=FILE" in result.stderr
+
+
+def test_donjon_run_takes_local_values_and_leaves_no_secret_files(
+    workload: Workload, tmp_path: Path
+) -> None:
+    value = tmp_path / "pw"
+    value.write_bytes(b"local-" + secrets.token_hex(8).encode())
+    config = tmp_path / "workload" / "Enarx.toml"
+    config.write_text(CONFIG + '[[secrets]]\nname = "tls-key"\nfile = "tls.key"\n[limits]\n'
+                      "timeout_s = 5.0\n")  # fmt: skip
+    key = tmp_path / "key"
+    key.write_bytes(bytes(range(256)))
+    before = set(Path("/dev/shm").glob("donjon-secrets-*"))
+    run = ["run", "--backend", "nil", "--wasmcfgfile", str(config)]
+    given = ["--secret", f"db-password={value}", "--secret", f"tls-key={key}"]
+    result = run_donjon([*run, *given, str(EXAMPLES / "argsenv.wasm")])
+    assert result.returncode == 0, result.stderr
+    assert f"env DB_PASSWORD={value.read_text()}" in result.stdout.splitlines()
+    assert "donjon: secret db-password from" in result.stderr
+    assert "no Steward released it" in result.stderr
+    # The file secret, through a workload that reads files (exit code 0, exact bytes).
+    reader = subprocess.run(
+        [sys.executable, "-m", "donjon", *run, *given, str(EXAMPLES / "readfile.wasm"),
+         "/run/secrets/tls.key"],
+        capture_output=True, timeout=120, check=False, env=child_env(),
+    )  # fmt: skip
+    assert (reader.returncode, reader.stdout) == (0, key.read_bytes()), reader.stderr
+    assert set(Path("/dev/shm").glob("donjon-secrets-*")) == before
+    wrong = run_donjon([*run, "--secret", f"api-token={value}", str(EXAMPLES / "argsenv.wasm")])
+    assert (
+        wrong.returncode == 2 and "the config has no [[secrets]] entry 'api-token'" in wrong.stderr
+    )
 
 
 def test_cli_workload_id_matches_what_the_keep_names(workload: Workload, tmp_path: Path) -> None:
@@ -276,3 +312,17 @@ def test_a_registry_package_names_the_same_identity_here_and_in_the_keep(
     lines = out.getvalue().decode().splitlines()
     assert "argv[0]=main.wasm" in lines  # a package's module layer
     assert f"env DB_PASSWORD={value.decode()}" in lines
+
+
+def test_a_workload_stopped_at_its_deadline_leaves_no_secret_files(tmp_path: Path) -> None:
+    config = tmp_path / "Enarx.toml"
+    config.write_text('[[secrets]]\nname = "k"\nfile = "k"\n[limits]\ntimeout_s = 0.5\n')
+    key = tmp_path / "k"
+    key.write_bytes(b"k-" + secrets.token_hex(8).encode())
+    before = set(Path("/dev/shm").glob("donjon-secrets-*"))
+    result = run_donjon(
+        ["run", "--backend", "nil", "--wasmcfgfile", str(config), "--secret", f"k={key}",
+         str(EXAMPLES / "spin.wasm")]
+    )  # fmt: skip
+    assert result.returncode == 137 and "deadline of 0.5 s reached" in result.stderr
+    assert set(Path("/dev/shm").glob("donjon-secrets-*")) == before

@@ -30,6 +30,7 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
+from donjon._secretdirs import remove_leftovers
 from donjon.errors import KeepLaunchError
 
 __all__ = ["KEEP_PROCESS_MODULE", "NIL_WARNING", "KeepProcess", "NilKeepLoader"]
@@ -190,6 +191,7 @@ class KeepProcess:
                 signal.signal(sig, handler)
         code = os.waitstatus_to_exitcode(status)
         self._status = 128 - code if code < 0 else code
+        remove_leftovers(self.pid)  # a keep stopped by its watchdog or a signal cannot itself
         return self._status
 
     @property
@@ -208,6 +210,7 @@ class KeepProcess:
                 pass
             _, status = os.waitpid(self.pid, 0)
             self._status = 128 - os.waitstatus_to_exitcode(status)
+            remove_leftovers(self.pid)
 
     def _take_fd(self) -> int:
         fd = self._request_fd

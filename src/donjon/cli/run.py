@@ -12,13 +12,17 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from donjon.backends.nil import NIL_WARNING, NilKeepLoader, take_prestarted
 from donjon.cli._args import check_wasi_args
-from donjon.errors import BackendUnavailableError
+from donjon.errors import BackendUnavailableError, UsageError
 from donjon.keep.errors import ModuleFileError
+
+if TYPE_CHECKING:
+    from donjon.keep.config import WorkloadConfig
 
 __all__ = ["run"]
 
@@ -50,6 +54,14 @@ _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)  # by -v count
     is_flag=True,
     help="Compile the module afresh; do not read or write the compiled-module cache.",
 )
+@click.option(
+    "--secret",
+    "secret_files",
+    multiple=True,
+    metavar="NAME=FILE",
+    help="For trying a workload locally: the value of its [[secrets]] entry NAME, from FILE "
+    "(a deployed Keep gets it from Steward instead). Repeatable.",
+)
 @click.argument("module", type=click.Path(path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -58,6 +70,7 @@ def run(
     backend: str | None,
     wasmcfgfile: Path | None,
     no_cache: bool,
+    secret_files: tuple[str, ...],
     module: Path,
     args: tuple[str, ...],
 ) -> int:
@@ -95,6 +108,7 @@ def run(
 
         config = load_config(wasmcfgfile) if wasmcfgfile is not None else WorkloadConfig()
         _check_module(module)
+        secrets = _local_secrets(secret_files, config)
         verbose = (ctx.obj or {}).get("verbose", 0)
         request = KeepRequest(
             module=module.absolute(),
@@ -104,9 +118,41 @@ def run(
             cache_dir=None if no_cache else _cache_dir(),
             progress=sys.stderr.isatty(),
             log_level=_LOG_LEVELS[min(verbose, 2)],
+            secrets=secrets,
         )
         keep.send(request.encode())
         return keep.wait()
+
+
+def _local_secrets(given: tuple[str, ...], config: WorkloadConfig) -> dict[str, bytes]:
+    """``--secret NAME=FILE`` values, each for a ``[[secrets]]`` entry of *config*."""
+    from donjon.keep.request import MAX_SECRET_VALUE_BYTES
+
+    wanted = {s.name for s in config.secrets}
+    out: dict[str, bytes] = {}
+    for item in given:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"--secret {item!r}: write NAME=FILE")
+        if name not in wanted:
+            listed = ", ".join(sorted(wanted)) or "none"
+            raise UsageError(
+                f"--secret {name}: the config has no [[secrets]] entry {name!r} (it has: {listed})"
+            )
+        try:
+            with open(file, "rb") as f:
+                value = f.read(MAX_SECRET_VALUE_BYTES + 1)
+        except OSError as e:
+            raise UsageError(f"--secret {name}: cannot read {file}: {e.strerror}") from e
+        if len(value) > MAX_SECRET_VALUE_BYTES:
+            raise UsageError(f"--secret {name}: {file} is over {MAX_SECRET_VALUE_BYTES} bytes")
+        out[name] = value
+        click.echo(
+            f"donjon: secret {name} from {file} (a local run: no Steward released it, and "
+            "nil protects nothing)",
+            err=True,
+        )
+    return out
 
 
 def _run_kvm(wasmcfgfile: Path | None, module: Path, args: tuple[str, ...]) -> int:

@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any
 
 from donjon._logfile import attach_log
+from donjon._secretdirs import remove_leftovers
 from donjon.errors import DecodeError
 from donjon.host._spawn import module_command
 from donjon.host.store import KeepState, read_bounded, write_atomic
@@ -228,8 +229,10 @@ def run_loader(keep_dir: Path, warm: _Agent | None = None) -> int:
             break
         except subprocess.TimeoutExpired:
             proc.kill()
-    # A runtime stopped by a signal leaves its socket behind: nothing listens there any more.
+    # A runtime stopped by a signal leaves its socket behind: nothing listens there any more;
+    # and its workload's secret files, which it could not remove itself.
     (keep_dir / "keep.sock").unlink(missing_ok=True)
+    remove_leftovers(proc.pid)
     if stopping:
         _write_status(keep_dir, KeepState.STOPPED, rc, "stopped")
     elif rc == 0:

@@ -193,8 +193,8 @@ class Invocation:
                 raise UnsupportedConfigError(
                     f"{config.source or 'the workload config'} asks Steward for secrets "
                     f"({', '.join(missing)}), which Steward releases only to an attested Keep: "
-                    "deploy the workload with `donjon deploy --steward URL --ca FILE`, or remove "
-                    "[[secrets]] to run it here"
+                    "deploy the workload with `donjon deploy --steward URL --ca FILE`; to try it "
+                    "here, give each value with `donjon run --secret NAME=FILE`"
                 )
             env += tuple(
                 (s.env, _env_text(s.name, released[s.name]))

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from donjon.errors import DecodeError, Error, LimitError, UsageError, WorkloadError
@@ -34,6 +35,7 @@ from donjon.keep.request import MAX_REQUEST_BYTES, KeepRequest
 
 if TYPE_CHECKING:
     from donjon.keep.plan import Invocation
+    from donjon.keep.secret_files import SecretFiles
     from donjon.keep.sockets import NetworkOptions
 
 __all__ = ["main"]
@@ -63,18 +65,32 @@ def _serve(argv: list[str]) -> int:
     fd = _request_fd(argv)
     # wasmtime is loaded *before* the request is read: the loader starts this process early,
     # so this overlaps with the CLI reading the workload's config.
-    from donjon.keep._progress import CompileProgress
-    from donjon.keep.cache import ModuleCache
-    from donjon.keep.executor import InheritedStdio, KeepRuntime, ProgressFactory
-    from donjon.keep.module import read_module_file
+    import donjon.keep.executor  # noqa: F401
     from donjon.keep.plan import Invocation
+    from donjon.keep.secret_files import SecretFiles
 
     data = _read_request(fd)
     if not data:
         return 0  # the loader cancelled this keep before sending a request: nothing to say
     request = KeepRequest.decode(data)
     _configure_logging(request.log_level)
-    invocation = Invocation.from_config(request.config, program=request.program, args=request.args)
+    with SecretFiles() as files:
+        invocation = Invocation.from_config(
+            request.config,
+            program=request.program,
+            args=request.args,
+            secrets=request.secrets,
+            secrets_dir=files.write(request.config, request.secrets),
+        )
+        return _run(request, invocation, files)
+
+
+def _run(request: KeepRequest, invocation: Invocation, files: SecretFiles) -> int:
+    from donjon.keep._progress import CompileProgress
+    from donjon.keep.cache import ModuleCache
+    from donjon.keep.executor import InheritedStdio, KeepRuntime, ProgressFactory
+    from donjon.keep.module import read_module_file
+
     wasm = read_module_file(request.module)
     progress: ProgressFactory | None = None
     if request.progress and sys.stderr.isatty():
@@ -89,7 +105,7 @@ def _serve(argv: list[str]) -> int:
         invocation = dataclasses.replace(invocation, timeout_s=None)  # Rule 2: the watchdog's
     module = runtime.load(wasm, name=request.program, deadline=False)
     if timeout_s is not None:
-        _start_watchdog(timeout_s, request.program)
+        _start_watchdog(timeout_s, request.program, before_exit=files.close)
     return runtime.run(module, invocation, InheritedStdio(), network=_network(invocation))
 
 
@@ -145,11 +161,14 @@ def _read_request(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _start_watchdog(timeout_s: float, program: str) -> None:
+def _start_watchdog(
+    timeout_s: float, program: str, *, before_exit: Callable[[], None] = lambda: None
+) -> None:
     def fire() -> None:
         message = f"donjon: error: deadline of {timeout_s} s reached: {program} was stopped\n"
         try:
             os.write(2, message.encode())
+            before_exit()  # e.g. remove the workload's secret files: os._exit skips `with`
         finally:
             os._exit(LimitError.exit_code)
 

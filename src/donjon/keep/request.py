@@ -9,7 +9,7 @@ Encoding (version 1)::
 
     {"v": 1, "module": "/abs/path/hello.wasm", "program": "hello.wasm", "args": [...],
      "config": WorkloadConfig.to_dict(), "cache_dir": "/home/u/.cache/donjon" | null,
-     "progress": bool, "log_level": int}
+     "progress": bool, "log_level": int, ? "secrets": {name: bytes}}
 
 Example:
     >>> req = KeepRequest(module=Path("/w/hello.wasm"), program="hello.wasm")
@@ -25,19 +25,28 @@ from pathlib import Path
 from typing import Any
 
 from donjon.errors import DecodeError
-from donjon.keep.config import MAX_ARGS, MAX_PATH_BYTES, MAX_STRING_BYTES, WorkloadConfig
+from donjon.keep.config import (
+    MAX_ARGS,
+    MAX_PATH_BYTES,
+    MAX_SECRETS,
+    MAX_STRING_BYTES,
+    WorkloadConfig,
+)
 from donjon.wire import cbor
 
-__all__ = ["MAX_REQUEST_BYTES", "REQUEST_VERSION", "KeepRequest"]
+__all__ = ["MAX_REQUEST_BYTES", "MAX_SECRET_VALUE_BYTES", "REQUEST_VERSION", "KeepRequest"]
 
 REQUEST_VERSION = 1
 """Version of the request encoding; a keep process refuses any other."""
 
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-"""Largest request accepted (bytes): a 1 MiB config plus arguments, with room to spare."""
+MAX_SECRET_VALUE_BYTES = 64 * 1024
+"""Largest secret value (bytes), as Steward's store allows."""
+
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+"""Largest request accepted (bytes): a 1 MiB config, arguments and 64 secrets of 64 KiB."""
 
 _KEYS = frozenset(
-    {"v", "module", "program", "args", "config", "cache_dir", "progress", "log_level"}
+    {"v", "module", "program", "args", "config", "cache_dir", "progress", "log_level", "secrets"}
 )
 
 
@@ -53,6 +62,8 @@ class KeepRequest:
         cache_dir: the compiled-module cache, or ``None`` for no cache.
         progress: draw compile progress on stderr (the loader saw a terminal).
         log_level: the ``logging`` level for the keep process's own messages.
+        secrets: values for the config's ``[[secrets]]`` by name, given locally
+            (``donjon run --secret NAME=FILE``); never printed.
     """
 
     module: Path
@@ -62,21 +73,23 @@ class KeepRequest:
     cache_dir: Path | None = None
     progress: bool = False
     log_level: int = 30
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     def encode(self) -> bytes:
         """The request as deterministic CBOR."""
-        return cbor.encode(
-            {
-                "v": REQUEST_VERSION,
-                "module": str(self.module),
-                "program": self.program,
-                "args": list(self.args),
-                "config": self.config.to_dict(),
-                "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
-                "progress": self.progress,
-                "log_level": self.log_level,
-            }
-        )
+        body: dict[str, Any] = {
+            "v": REQUEST_VERSION,
+            "module": str(self.module),
+            "program": self.program,
+            "args": list(self.args),
+            "config": self.config.to_dict(),
+            "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+            "progress": self.progress,
+            "log_level": self.log_level,
+        }
+        if self.secrets:
+            body["secrets"] = dict(self.secrets)
+        return cbor.encode(body)
 
     @classmethod
     def decode(cls, data: bytes) -> KeepRequest:
@@ -110,6 +123,19 @@ class KeepRequest:
         progress = raw.get("progress", False)
         if not isinstance(progress, bool):
             raise DecodeError("keep request progress must be a boolean")
+        secrets = raw.get("secrets", {})
+        if (
+            not isinstance(secrets, Mapping)
+            or len(secrets) > MAX_SECRETS
+            or not all(
+                isinstance(k, str) and isinstance(v, bytes) and len(v) <= MAX_SECRET_VALUE_BYTES
+                for k, v in secrets.items()
+            )
+        ):
+            raise DecodeError(
+                f"keep request secrets must map at most {MAX_SECRETS} names to values of at most "
+                f"{MAX_SECRET_VALUE_BYTES} bytes"
+            )
         return cls(
             module=Path(_text(raw.get("module"), "module", MAX_PATH_BYTES)),
             program=_text(raw.get("program"), "program", MAX_STRING_BYTES),
@@ -120,6 +146,7 @@ class KeepRequest:
             else Path(_text(cache_dir, "cache_dir", MAX_PATH_BYTES)),
             progress=progress,
             log_level=level,
+            secrets=dict(secrets),
         )
 
 

@@ -11,6 +11,10 @@ else in the temporary directory; it is created with mode 0700 by ``mkdtemp`` and
 mode 0400, ``O_EXCL | O_NOFOLLOW``, so nothing can be there before us or be swapped in.
 Rule 2: in a hardware Keep that memory is the TEE's; in a ``nil`` Keep it is the host's, like
 everything else there.
+Rule 3: a process that ends without its ``with`` block finishing (the deadline watchdog's
+``os._exit``, a SIGKILL) cannot remove the directory itself; its name starts with
+``donjon-secrets-<pid>-``, and whoever waited for that process removes what it left
+(:func:`remove_leftovers`, called by the ``nil`` keep loaders once the process has ended).
 """
 
 from __future__ import annotations
@@ -22,12 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from donjon._closing import Closing
+from donjon._secretdirs import MEMORY_DIR, PREFIX, default_base, remove_leftovers
 from donjon.keep.config import WorkloadConfig
 
-__all__ = ["MEMORY_DIR", "SecretFiles"]
-
-MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - only ever a parent for mkdtemp (0700, unique)
-"""Where the directory goes when it can: a tmpfs, so a secret never reaches a disk."""
+__all__ = ["MEMORY_DIR", "SecretFiles", "remove_leftovers"]
 
 
 class SecretFiles(Closing):
@@ -47,7 +49,8 @@ class SecretFiles(Closing):
         wanted = [s for s in config.secrets if s.file is not None and s.name in released]
         if not wanted:
             return None
-        directory = Path(tempfile.mkdtemp(prefix="donjon-secrets-", dir=self._where()))
+        prefix = f"{PREFIX}{os.getpid()}-"
+        directory = Path(tempfile.mkdtemp(prefix=prefix, dir=self._where()))
         self._dir = directory
         for spec in wanted:
             assert spec.file is not None  # noqa: S101 - filtered above
@@ -71,8 +74,4 @@ class SecretFiles(Closing):
             self._dir = None
 
     def _where(self) -> Path | None:
-        if self._base is not None:
-            return self._base
-        if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK | os.X_OK):
-            return MEMORY_DIR
-        return None  # tempfile's own choice
+        return self._base if self._base is not None else default_base()

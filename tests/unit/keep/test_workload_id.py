@@ -415,7 +415,7 @@ def test_without_the_released_values_the_invocation_is_refused() -> None:
         missing = "db-password, api-token" if not secrets else "api-token"
         assert message.startswith(f"app/Enarx.toml asks Steward for secrets ({missing}), ")
         assert "donjon deploy --steward URL --ca FILE" in message
-        assert "remove [[secrets]]" in message
+        assert "donjon run --secret NAME=FILE" in message
         assert "hunter2" not in message
         assert isinstance(info.value, ConfigError)
 
