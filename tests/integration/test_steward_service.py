@@ -9,6 +9,7 @@ Two ways of running it:
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import ipaddress
 import os
@@ -35,8 +36,9 @@ from donjon.attestation.result import Endorsements
 from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import KeyPair, load_certificate, verify_issued
 from donjon.crypto.enarx import encode_enarx_snp
+from donjon.crypto.jws import verify_jwt
 from donjon.crypto.oids import ENARX_KVM, ENARX_SNP
-from donjon.errors import FreshnessError, MeasurementError, PolicyError
+from donjon.errors import FreshnessError, MeasurementError, PolicyError, SignatureError
 from donjon.steward.audit import verify_log
 from donjon.steward.client import StewardClient, claims_of
 from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
@@ -638,3 +640,37 @@ def test_sighup_reloads_the_policy_in_every_worker(tmp_path: Path, keep: Keep) -
     assert code == 0, output
     assert output.count("policy reloaded: 'team' sha256:") == 2  # once per worker
     assert output.count("policy reload failed, 'team' stays in force") == 2
+
+
+def test_an_ear_on_request_signed_by_the_ca(dev_url: str, keep: Keep) -> None:
+    with StewardClient(dev_url) as client:
+        nonce = client.nonce()
+        plain = client.attest(keep.csr(), keep.evidence(nonce), "nil", Endorsements(), nonce)
+        nonce = client.nonce()
+        issued = client.attest(
+            keep.csr(), keep.evidence(nonce), "nil", Endorsements(), nonce, want_ear=True
+        )
+    assert plain.ear is None  # only on request: a client that does not ask gets v1 as before
+    ear = issued.ear
+    assert ear is not None  # and its signature was verified with the CA key by the client
+    assert ear["eat_profile"] == "tag:github.com,2023:veraison/ear"
+    assert ear["iat"] == issued.claims.issued_at
+    submod = ear["submods"]["nil"]
+    assert submod["ear.status"] == "contraindicated"  # nil: memory visible to the host
+    assert submod["ear.trustworthiness-vector"]["runtime-opaque"] == 96
+    claims = submod["ear.veraison.policy-claims"]
+    assert claims["workload"] == issued.claims.workload
+    assert claims["certificate_serial"] == f"{issued.certificate.serial_number:x}"
+    expected = base64.urlsafe_b64encode(nonce).rstrip(b"=").decode()
+    assert ear["eat_nonce"] == expected
+    # The JWT verifies with the CA certificate alone, as any relying party would check it.
+    body = httpx.post(
+        f"{dev_url}/v1/attest",
+        content=keep.request(_nonce(dev_url), want_ear=True).encode(),
+        headers={"content-type": "application/cbor"},
+    )
+    token = cbor2.loads(body.content)["ear"]
+    ca = load_certificate(httpx.get(f"{dev_url}/v1/ca").content)
+    assert verify_jwt(token, ca)["submods"]["nil"]["ear.status"] == "contraindicated"
+    with pytest.raises(SignatureError):
+        verify_jwt(token, ec.generate_private_key(ec.SECP384R1()).public_key())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -603,6 +603,17 @@ class CertificateAuthority:
     def sign_result(self, payload: bytes) -> bytes:
         """A tagged COSE_Sign1 (ES384) over *payload*, ``kid`` = :attr:`key_id` (protected)."""
         return sign1(self._key, payload, protected={HEADER_KID: self._key_id})
+
+    def sign_jwt(self, claims: Mapping[str, Any]) -> str:
+        """A compact JWS (ES384) over *claims* (e.g. an EAR), ``kid`` = :attr:`key_id` (hex)."""
+        from donjon.crypto.jws import sign_jwt
+
+        pem = self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return sign_jwt(claims, pem, kid=self._key_id.hex())
 
 
 def tls_leaf_builder(

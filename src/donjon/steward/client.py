@@ -45,6 +45,7 @@ from donjon.crypto.ca import (
     verify_issued,
     verify_signed_result,
 )
+from donjon.crypto.jws import verify_jwt
 from donjon.crypto.oids import DONJON_ATTESTATION_RESULT
 from donjon.crypto.sealing import SealError, open_secret
 from donjon.errors import (
@@ -116,12 +117,14 @@ class IssuedCertificate:
         chain_der: the same, DER.
         result: the COSE_Sign1 attestation result, as received.
         claims: its verified claims.
+        ear: the EAR claims-set, its signature verified with the CA's key, if one was asked.
     """
 
     chain: tuple[x509.Certificate, ...]
     chain_der: tuple[bytes, ...]
     result: bytes
     claims: ResultClaims
+    ear: dict[str, Any] | None = None
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -186,9 +189,30 @@ def check_issued(
         ) from e
     if not isinstance(ext, x509.UnrecognizedExtension) or ext.value != payload:
         raise RemoteProtocolError("the certificate's result extension differs from the result")
+    ear = None
+    if response.ear is not None:
+        try:
+            ear = verify_jwt(response.ear, issuer)
+        except DecodeError as e:
+            raise RemoteProtocolError(f"Steward's EAR: {e.message}") from e
+        submods = ear.get("submods")
+        submod = submods.get(claims.platform) if isinstance(submods, dict) else None
+        attested = submod.get("ear.veraison.key-attestation") if isinstance(submod, dict) else None
+        if not isinstance(attested, dict) or attested.get("akpub") != _b64url(spki_der):
+            raise RemoteProtocolError("Steward's EAR attests another key than the CSR's")
     return IssuedCertificate(
-        chain=(leaf, issuer), chain_der=response.chain, result=response.result, claims=claims
+        chain=(leaf, issuer),
+        chain_der=response.chain,
+        result=response.result,
+        claims=claims,
+        ear=ear,
     )
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class StewardClient(Closing):
@@ -248,8 +272,12 @@ class StewardClient(Closing):
         nonce: bytes,
         *,
         client_nonce: bytes | None = None,
+        want_ear: bool = False,
     ) -> IssuedCertificate:
         """Send a CSR with evidence binding its key and *nonce*; return the checked answer.
+
+        With *want_ear*, Steward also answers with the appraisal as an EAR (a JWT signed by its
+        CA key, checked here: ``IssuedCertificate.ear``).
 
         With *client_nonce* (a relying party's challenge, 1 to 64 bytes) the evidence must bind
         ``nonce + client_nonce`` and the certificate certifies it (``claims.client_nonce``).
@@ -268,6 +296,7 @@ class StewardClient(Closing):
             certs=endorsements.certs,
             collateral=endorsements.collateral,
             client_nonce=client_nonce,
+            want_ear=want_ear,
         )
         response = self._request(
             "POST",

@@ -427,9 +427,33 @@ class StewardCore:
         )
 
     def attest_response(self, request: AttestRequest) -> AttestResponse:
-        """:meth:`attest`, shaped as the wire response."""
+        """:meth:`attest`, shaped as the wire response (with an EAR if the request asks)."""
         issued = self.attest(request)
-        return AttestResponse(chain=issued.chain, result=issued.result)
+        ear = self._ear(issued, request) if request.want_ear else None
+        return AttestResponse(chain=issued.chain, result=issued.result, ear=ear)
+
+    def _ear(self, issued: Issued, request: AttestRequest) -> str:
+        """The appraisal as an EAR JWT signed by the CA key (``donjon.attestation.ear``): the
+        platform's submodule, whose key attestation is the certified key, and Steward's own
+        decisions (workload, Keep name, certificate) as policy claims."""
+        from donjon import __version__
+        from donjon.attestation.ear import appraisal, ear_claims
+
+        submod = appraisal(issued.verdict, key_spki=parse_csr(request.csr).spki_der)
+        submod["ear.veraison.policy-claims"] = {
+            "workload": issued.claims.workload,
+            "keep": issued.certificate.subject.rfc4514_string(),
+            "certificate_serial": f"{issued.certificate.serial_number:x}",
+            "steward_policy": self.policy.name,
+            "steward_policy_digest": self.policy.digest.hex(),
+        }
+        claims = ear_claims(
+            {issued.claims.platform: submod},
+            iat=issued.claims.issued_at,
+            verifier_build=f"donjon-steward {__version__}",
+            nonce=request.nonce + (request.client_nonce or b""),
+        )
+        return self.ca.sign_jwt(claims)
 
     # -- secrets -----------------------------------------------------------------------------
 

@@ -59,6 +59,9 @@ MAX_LIST_ITEMS = 16
 MAX_TEXT_CHARS = 4096
 """Longest text field (characters): platform names, reasons, workload identities."""
 
+MAX_EAR_CHARS = 256 * 1024
+"""Longest EAR JWT in an attest response (characters): the annotated evidence is its bulk."""
+
 MAX_CLIENT_NONCE_BYTES = 64
 """Longest relying-party nonce (bytes): 64 bytes is 512 bits, more than any freshness needs."""
 
@@ -113,10 +116,13 @@ class _Fields:
             )
         return value
 
-    def text(self, key: str) -> str:
+    def __contains__(self, key: str) -> bool:
+        return key in self._map
+
+    def text(self, key: str, *, max_chars: int = MAX_TEXT_CHARS) -> str:
         value: str = self._take(key, str)
-        if len(value) > MAX_TEXT_CHARS:
-            raise DecodeError(f"{self._what}: field {key!r} is longer than {MAX_TEXT_CHARS} chars")
+        if len(value) > max_chars:
+            raise DecodeError(f"{self._what}: field {key!r} is longer than {max_chars} chars")
         return value
 
     def uint(self, key: str) -> int:
@@ -128,6 +134,15 @@ class _Fields:
     def boolean(self, key: str) -> bool:
         value: bool = self._take(key, bool)
         return value
+
+    def optional_flag(self, key: str) -> bool:
+        """An optional ``true``; absent means false (``false`` itself is not sent)."""
+        if key not in self._map:
+            return False
+        if self._map[key] is not True:
+            raise DecodeError(f"{self._what}: field {key!r} must be true, or absent")
+        self._map.pop(key)
+        return True
 
     def optional_text(self, key: str) -> str | None:
         if self._map.get(key, 0) is None:
@@ -241,6 +256,7 @@ class AttestRequest:
     certs: tuple[bytes, ...] = ()
     collateral: tuple[bytes, ...] = ()
     client_nonce: bytes | None = None
+    want_ear: bool = False
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -252,6 +268,8 @@ class AttestRequest:
         }
         if self.client_nonce is not None:
             body["client_nonce"] = self.client_nonce
+        if self.want_ear:  # absent unless asked: a Steward that predates EAR still answers
+            body["ear"] = True
         # Absent rather than empty, so the common nil request stays small and canonical.
         if self.certs:
             body["certs"] = list(self.certs)
@@ -276,6 +294,7 @@ class AttestRequest:
             certs=f.bytes_list("certs", optional=True),
             collateral=f.bytes_list("collateral", optional=True),
             client_nonce=f.client_nonce(),
+            want_ear=f.optional_flag("ear"),
         )
 
 
@@ -361,18 +380,29 @@ class SecretsResponse:
 
 @dataclass(frozen=True, slots=True)
 class AttestResponse:
-    """A successful attestation: the chain (leaf first, then the CA) and the signed result."""
+    """A successful attestation: the chain (leaf first, then the CA), the signed result, and,
+    when the request asked for it, the same appraisal as an IETF RATS EAR (a JWT signed by
+    the CA key)."""
 
     chain: tuple[bytes, ...]
     result: bytes
+    ear: str | None = None
 
     def encode(self) -> bytes:
-        return encode({"v": PROTOCOL_VERSION, "chain": list(self.chain), "result": self.result})
+        body: dict[str, Any] = {
+            "v": PROTOCOL_VERSION,
+            "chain": list(self.chain),
+            "result": self.result,
+        }
+        if self.ear is not None:
+            body["ear"] = self.ear
+        return encode(body)
 
     @classmethod
     def decode(cls, data: bytes) -> AttestResponse:
         f = _Fields(_decode_map(data, what="attest response"), what="attest response")
-        msg = cls(chain=f.bytes_list("chain", min_items=2), result=f.bytes_("result"))
+        ear = f.text("ear", max_chars=MAX_EAR_CHARS) if "ear" in f else None
+        msg = cls(chain=f.bytes_list("chain", min_items=2), result=f.bytes_("result"), ear=ear)
         f.done()
         return msg
 

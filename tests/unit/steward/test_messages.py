@@ -216,3 +216,20 @@ def test_structured_garbage_raises_only_decode_error(fields: dict[str, Any]) -> 
     except DecodeError:
         return
     assert msg.encode() == cbor2.dumps(fields, canonical=True)
+
+
+def test_an_ear_is_asked_with_true_and_answered_as_text() -> None:
+    asked = AttestRequest(csr=b"c", platform="nil", evidence=b"e", nonce=b"n", want_ear=True)
+    assert AttestRequest.decode(asked.encode()) == asked
+    plain = AttestRequest(csr=b"c", platform="nil", evidence=b"e", nonce=b"n")
+    assert b"ear" not in plain.encode()  # absent unless asked: older Stewards still answer
+    body = cbor2.loads(plain.encode())
+    for bad in (False, 1, "yes"):
+        with pytest.raises(DecodeError, match="field 'ear' must be true, or absent"):
+            AttestRequest.decode(cbor2.dumps({**body, "ear": bad}, canonical=True))
+    answer = AttestResponse(chain=(b"leaf", b"ca"), result=b"r", ear="a.b.c")
+    assert AttestResponse.decode(answer.encode()) == answer
+    with pytest.raises(DecodeError, match="field 'ear' must be a text string"):
+        AttestResponse.decode(
+            cbor2.dumps({**cbor2.loads(answer.encode()), "ear": b"a.b.c"}, canonical=True)
+        )
