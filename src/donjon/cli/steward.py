@@ -15,6 +15,7 @@ The contract (``docs/commands/steward.md``)::
                          [--fetch [--kds-url URL] [--pcs-url URL] [--cache-dir DIR] ...]
     donjon steward secret set NAME --state-dir DIR [--from-file FILE]   (else: value on stdin)
     donjon steward secret list --state-dir DIR [--json]
+    donjon steward secret generate NAME --state-dir DIR [--bytes N] [--force]
     donjon steward secret rm NAME --state-dir DIR
 
 ``serve`` prints ``listening on <url>`` on stdout once its socket listens (``:0`` picks a free
@@ -582,6 +583,46 @@ def secret_list(state_dir: Path, as_json: bool) -> None:
     click.echo(f"{'NAME':<{width}}  {'BYTES':>5}  MODIFIED (UTC)")
     for name, size, modified in entries:
         click.echo(f"{name:<{width}}  {size:>5}  {modified.isoformat(timespec='seconds')}")
+
+
+@secret_group.command("generate")
+@click.argument("name")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Steward's state directory; the secret goes to its secrets/ (created, mode 0700).",
+)
+@click.option(
+    "--bytes",
+    "size",
+    type=click.IntRange(16, 1024),
+    default=32,
+    show_default=True,
+    help="Random bytes in the value (stored base64, so it fits an environment variable too).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing secret of that name.")
+def secret_generate(name: str, state_dir: Path, size: int, force: bool) -> None:
+    """Store a new random value as secret NAME, printing nothing of it.
+
+    A generated secret is a key only Steward and the Keeps its rule names ever hold: a data or
+    sealing key that a workload uses to encrypt what it keeps on untrusted host storage
+    ([[dirs]]), and that survives moving to another host and TCB updates, since Steward
+    releases it by workload identity, not by machine. To let a new version of the workload read
+    what an old one wrote, add the new identity to the same rule.
+    """
+    import base64
+    import secrets as random
+
+    check_secret_name(name)
+    store = SecretStore(state_dir)
+    if store.get(name) is not None and not force:
+        raise UsageError(
+            f"secret {name} already exists; a new value would make what was encrypted with the "
+            "old one unreadable. Pass --force to replace it anyway"
+        )
+    store.set(name, base64.b64encode(random.token_bytes(size)))
+    click.echo(f"generated secret {name} ({size} random bytes, base64) in {store.directory}")
 
 
 @secret_group.command("rm")

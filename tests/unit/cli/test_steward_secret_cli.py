@@ -248,3 +248,22 @@ def test_subprocess_refuses_a_terminal_stdin_instead_of_waiting(tmp_path: Path) 
     assert f"secret set k --state-dir {tmp_path} < FILE" in done.stderr
     assert "--from-file FILE" in done.stderr
     assert not (tmp_path / "secrets").exists()
+
+
+def test_generate_stores_random_base64_and_never_prints_it(tmp_path: Path) -> None:
+    import base64
+
+    state = tmp_path / "state"
+    first = _invoke("generate", "data-key", "--state-dir", str(state))
+    assert first.exit_code == 0, first.output
+    value = (state / "secrets" / "data-key").read_bytes()
+    assert len(base64.b64decode(value, validate=True)) == 32
+    assert value.decode() not in first.output
+    again = _invoke("generate", "data-key", "--state-dir", str(state))
+    assert isinstance(again.exception, UsageError) and "--force" in str(again.exception)
+    assert (state / "secrets" / "data-key").read_bytes() == value  # kept
+    forced = _invoke("generate", "data-key", "--state-dir", str(state), "--bytes", "64", "--force")
+    assert forced.exit_code == 0
+    replaced = (state / "secrets" / "data-key").read_bytes()
+    assert replaced != value and len(base64.b64decode(replaced)) == 64
+    assert _invoke("generate", "x", "--state-dir", str(state), "--bytes", "8").exit_code == 2
