@@ -9,6 +9,7 @@ never reaches a log.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import secrets
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from donjon.client.deploy import (
@@ -26,7 +28,8 @@ from donjon.client.deploy import (
     deploy,
     resolve_registry_workload,
 )
-from donjon.errors import UsageError
+from donjon.crypto.ca import certificate_der, load_certificate
+from donjon.errors import KeepLaunchError, UsageError
 from donjon.registry import RegistryClient, build_package, push_package
 from donjon.registry.reference import Reference
 from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
@@ -40,6 +43,7 @@ from tests.integration.deploy_support import (
     run_donjon,
     running_manager,
     running_steward,
+    start_service,
 )
 from tests.integration.registry_support import (
     RegistryServer,
@@ -326,3 +330,54 @@ def test_a_workload_stopped_at_its_deadline_leaves_no_secret_files(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 137 and "deadline of 0.5 s reached" in result.stderr
     assert set(Path("/dev/shm").glob("donjon-secrets-*")) == before
+
+
+def test_tenants_are_stewards_of_their_own(host: ManagerHandle, tmp_path: Path) -> None:
+    # Two tenants in one `donjon steward serve`: acme accepts nil and releases its secret to one
+    # workload; beta is production-only and has the same secret name with another value.
+    tenants = tmp_path / "tenants"
+    d = tmp_path / "workload"
+    d.mkdir()
+    (d / "argsenv.wasm").write_bytes((EXAMPLES / "argsenv.wasm").read_bytes())
+    (d / "Enarx.toml").write_text(CONFIG)
+    workload = Workload.load(d)
+    for name, policy in (("acme", _policy(workload.identity)), ("beta", None)):
+        (tenants / name).mkdir(parents=True)
+        text = (
+            DEV_POLICY_TOML.replace('name = "dev"', f'name = "{name}"')
+            + f'\n[steward.secrets]\ndb-password = ["{workload.identity}"]\n'
+            if policy is not None
+            else f'name = "{name}"\n[steward.secrets]\ndb-password = ["{workload.identity}"]\n'
+        )
+        (tenants / name / "policy.toml").write_text(text)
+        SecretStore(tenants / name).set("db-password", f"{name}-pw".encode())
+    steward = start_service(
+        ["steward", "serve", "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "own"),
+         "--policy", "production", "--tenants", str(tenants), "--workers", "2"],
+        tmp_path / "steward.log",
+    )  # fmt: skip
+    try:
+        cas = {
+            name: load_certificate(httpx.get(f"{steward.url}/t/{name}/v1/ca").content)
+            for name in ("acme", "beta")
+        }
+        own = load_certificate(httpx.get(f"{steward.url}/v1/ca").content)
+        assert len({certificate_der(c) for c in (*cas.values(), own)}) == 3  # a CA each
+        acme = DeployOptions(
+            host=host.url,
+            token=host.token,
+            steward=f"{steward.url}/t/acme",
+            steward_ca=cas["acme"],
+            insecure=True,
+        )
+        out = io.BytesIO()
+        result = deploy(workload, acme, stdout=out, stderr=io.BytesIO())
+        assert result.exit_code == 0
+        assert "env DB_PASSWORD=acme-pw" in out.getvalue().decode().splitlines()  # acme's own
+        beta = dataclasses.replace(acme, steward=f"{steward.url}/t/beta", steward_ca=cas["beta"])
+        with pytest.raises(KeepLaunchError, match="not allowed by policy 'beta'"):
+            deploy(workload, beta, stdout=io.BytesIO(), stderr=io.BytesIO())  # beta: no nil
+        missing = httpx.get(f"{steward.url}/t/gamma/v1/ca")
+        assert missing.status_code == 404 and b"no tenant gamma" in missing.content
+    finally:
+        assert steward.terminate() == 0, steward.stderr()

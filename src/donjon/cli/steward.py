@@ -4,7 +4,7 @@ The contract (``docs/commands/steward.md``)::
 
     donjon steward serve --listen HOST:PORT --state-dir DIR [--policy NAME|FILE]
                          [--cert-lifetime DURATION] [--tls-cert FILE --tls-key FILE] [--workers N]
-                         [--audit-log FILE]
+                         [--audit-log FILE] [--tenants DIR]
                          [--fetch-endorsements [--kds-url URL] [--pcs-url URL]
                           [--cache-dir DIR] [--kds-product P] [--kds-crl]]
     donjon steward init --state-dir DIR [--force]
@@ -86,6 +86,7 @@ from donjon.steward.secrets import (
     check_secret_name,
 )
 from donjon.steward.state import init_state
+from donjon.steward.tenants import find_tenants
 
 MAX_DEFAULT_WORKERS = 8
 """The most workers ``serve`` starts by itself: more CPUs than this want a deliberate choice."""
@@ -145,6 +146,13 @@ def steward() -> None:
     f"({default_workers()} here).",
 )
 @click.option(
+    "--tenants",
+    "tenants_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also serve a tenant per subdirectory of this directory, under /t/<name>: each its own "
+    "state dir (CA, secrets) with its own policy.toml.",
+)
+@click.option(
     "--audit-log",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Append every decision (certificate issued or refused, secrets released or withheld) "
@@ -163,6 +171,7 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     workers: int | None,
+    tenants_dir: Path | None,
     audit_log: Path | None,
     endorsement_fetch: FetchConfigFactory,
 ) -> None:
@@ -182,7 +191,9 @@ def serve_command(
         endorsements=fetching,
         audit_log=audit_log,
         policy_source=policy_name,
+        tenants_dir=tenants_dir,
     )
+    tenants = find_tenants(tenants_dir) if tenants_dir is not None else []
     if policy.allow_insecure:
         click.echo(
             f"donjon: warning: policy '{policy.name}' accepts insecure evidence (nil: no TEE); "
@@ -199,6 +210,8 @@ def serve_command(
             )
         if audit_log is not None:
             click.echo(f"audit log {audit_log}")
+        for tenant in tenants:
+            click.echo(f"tenant {tenant.name} at {where.url}/t/{tenant.name} ({tenant.state_dir})")
         click.echo(f"listening on {where.url}")
 
     serve(settings, announce=announce)

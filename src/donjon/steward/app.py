@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from donjon.errors import ConfigError, DecodeError, Error
@@ -61,7 +62,11 @@ from donjon.steward.messages import (
 from donjon.steward.metrics import PROMETHEUS_CONTENT_TYPE, Metrics
 from donjon.steward.nonce import SharedReplayCache
 from donjon.steward.secrets import SecretStore
-from donjon.steward.state import init_state
+from donjon.steward.state import StewardState, init_state
+from donjon.steward.tenants import TenantRouter, find_tenants
+
+AUDIT_FILE = "audit.jsonl"
+"""A tenant's audit log in its state directory (with ``--audit-log``)."""
 
 _logger = logging.getLogger(__name__)
 
@@ -500,7 +505,7 @@ def uvicorn_server(
 
 
 def run_workers(
-    make_app: Callable[[], ASGIApp],
+    make_app: Callable[[], Any],
     sockets: Sequence[socket.socket],
     *,
     tls_cert: str | None = None,
@@ -574,26 +579,54 @@ def serve(
     tls_key = str(settings.tls_key) if settings.tls_key else None
     replay_cache = SharedReplayCache() if settings.workers > 1 else None
 
-    def make_app() -> StewardApp:
-        audit = None
-        if settings.audit_log is not None:
-            audit = AuditLog(settings.audit_log, state.ca.sign_result)
+    tenants = find_tenants(settings.tenants_dir) if settings.tenants_dir is not None else []
+    # Each tenant is a Steward of its own (own CA, policy, secrets): created before the fork.
+    tenant_states = {
+        t.name: (t, init_state(t.state_dir, now=clock.now()), StewardPolicy.load(t.policy_file))
+        for t in tenants
+    }
+
+    def one_app(
+        ca_state: StewardState,
+        policy: StewardPolicy,
+        state_dir: Path,
+        audit_path: Path | None,
+        source: str | None,
+    ) -> StewardApp:
+        audit = AuditLog(audit_path, ca_state.ca.sign_result) if audit_path is not None else None
         core = StewardCore(
-            state.ca,
-            settings.policy,
+            ca_state.ca,
+            policy,
             clock=clock,
             cert_lifetime=settings.cert_lifetime,
             replay_cache=replay_cache,
             endorsements=_endorsement_source(settings, clock),
-            secrets=SecretStore(settings.state_dir),
+            secrets=SecretStore(state_dir),
             audit=audit,
         )
-        source = settings.policy_source
         return StewardApp(
             core,
             on_close=audit.close if audit is not None else None,
             policy_loader=(lambda: StewardPolicy.named(source)) if source is not None else None,
         )
+
+    def make_app() -> StewardApp | TenantRouter:
+        own = one_app(
+            state, settings.policy, settings.state_dir, settings.audit_log, settings.policy_source
+        )
+        if not tenant_states:
+            return own
+        apps = {
+            name: one_app(
+                tenant_state,
+                policy,
+                tenant.state_dir,
+                tenant.state_dir / AUDIT_FILE if settings.audit_log is not None else None,
+                str(tenant.policy_file),
+            )
+            for name, (tenant, tenant_state, policy) in tenant_states.items()
+        }
+        return TenantRouter(own, apps)
 
     if announce is not None:
         announce(where)

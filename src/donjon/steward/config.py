@@ -467,6 +467,8 @@ class StewardSettings:
         audit_log: append every decision to this file (``donjon.steward.audit``); None: none.
         policy_source: what :attr:`policy` was read from (a built-in name or a file), read again
             on SIGHUP; None: the policy is never reloaded.
+        tenants_dir: serve a tenant per subdirectory under ``/t/<name>`` (``donjon.steward.
+            tenants``); None: none.
     """
 
     state_dir: Path
@@ -480,6 +482,7 @@ class StewardSettings:
     endorsements: FetchConfig | None = None
     audit_log: Path | None = None
     policy_source: str | None = None
+    tenants_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
