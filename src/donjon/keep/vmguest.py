@@ -439,6 +439,7 @@ def _trace() -> None:
     from donjon.keep.executor import CapturedStdio, InheritedStdio, KeepRuntime  # noqa: F401
     from donjon.keep.module import read_module_file  # noqa: F401 - imported by process
     from donjon.keep.plan import Invocation
+    from donjon.keep.secret_files import SecretFiles
 
     # Beyond what runs below: `python -m` (how /init starts the agent), the suggestions of a
     # config error, and codecs a workload's config or output may ask for.
@@ -447,6 +448,8 @@ def _trace() -> None:
     logging.getLogger("donjon").addHandler(logging.StreamHandler(sys.stderr))
     config = parse_config("[limits]\nmemory_mib = 16\ntimeout_s = 30.0\n")
     KeepRequest.decode(KeepRequest(module=Path("/x.wasm"), program="x.wasm").encode())
+    with SecretFiles() as written:  # the keep process writes a workload's file secrets with it
+        written.write(config, {})
     with KeepRuntime() as runtime:
         for wat, deadline in ((_TRACE_OK, False), (_TRACE_OK, True), (_TRACE_TRAP, False)):
             wasm = bytes(wasmtime.wat2wasm(wat))
