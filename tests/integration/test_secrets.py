@@ -234,6 +234,8 @@ def test_donjon_run_takes_local_values_and_leaves_no_secret_files(
     assert (
         wrong.returncode == 2 and "the config has no [[secrets]] entry 'api-token'" in wrong.stderr
     )
+    kvm = run_donjon(["run", "--backend", "kvm", *given, str(EXAMPLES / "argsenv.wasm")])
+    assert kvm.returncode == 2 and "--secret is for the nil backend" in kvm.stderr
 
 
 def test_cli_workload_id_matches_what_the_keep_names(workload: Workload, tmp_path: Path) -> None:

@@ -97,6 +97,10 @@ def run(
         args = args[1:]
     check_wasi_args(args)
     if backend == "kvm":
+        if secret_files:
+            raise UsageError(
+                "--secret is for the nil backend; a kvm Keep gets no local secret values yet"
+            )
         return _run_kvm(wasmcfgfile, module, args)
 
     # The keep process starts first and loads wasmtime while this process reads the config;
