@@ -31,8 +31,9 @@ from donjon.client.deploy import (
     resolve_registry_workload,
 )
 from donjon.crypto.ca import certificate_der, load_certificate
+from donjon.crypto.publisher import PublisherKey, generate_publisher_key_pem
 from donjon.errors import KeepLaunchError, UsageError
-from donjon.registry import RegistryClient, build_package, push_package
+from donjon.registry import RegistryClient, build_package, push_package, sign_package
 from donjon.registry.reference import Reference
 from donjon.steward.config import DEV_POLICY_TOML, StewardPolicy
 from donjon.steward.secrets import SecretStore
@@ -395,3 +396,30 @@ def test_tenants_are_stewards_of_their_own(host: ManagerHandle, tmp_path: Path) 
         assert missing.status_code == 404 and b"no tenant gamma" in missing.content
     finally:
         assert steward.terminate() == 0, steward.stderr()
+
+
+def test_a_rule_may_name_a_publisher_instead_of_each_version(
+    registry: RegistryServer, host: ManagerHandle, store: SecretStore, value: bytes
+) -> None:
+    # The owner trusts whatever a publisher signs (as SGX's MRSIGNER): no rule edit per version.
+    key = PublisherKey.from_pem(generate_publisher_key_pem(), source="publisher key")
+    publisher = f"donjon:publisher:{key.public.fingerprint}"
+    ref = Reference.parse(f"{registry.address}/apps/signed:2.0")
+    built = build_package((EXAMPLES / "argsenv.wasm").read_bytes(), CONFIG.encode())
+    with RegistryClient.for_reference(ref) as client:
+        push_package(client, ref, built)
+        sign_package(client, ref, key)
+    signed = resolve_registry_workload(str(ref), publisher_keys=[key.public.pem().encode()])
+    unchecked = resolve_registry_workload(str(ref))  # the Keep checks no signature
+    with running_steward(_policy(publisher), secrets=store) as steward:
+        options = DeployOptions(
+            host=host.url, token=host.token, steward=steward.url, steward_ca=steward.ca,
+            insecure=True,
+        )  # fmt: skip
+        out = io.BytesIO()
+        result = deploy(signed, options, stdout=out, stderr=io.BytesIO())
+        assert result.exit_code == 0, result.message
+        assert f"env DB_PASSWORD={value.decode()}" in out.getvalue().decode().splitlines()
+        refused = deploy(unchecked, options, stdout=io.BytesIO(), stderr=io.BytesIO())
+    assert refused.exit_code == 125
+    assert refused.message is not None and "is not released to workload" in refused.message

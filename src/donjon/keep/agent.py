@@ -342,9 +342,11 @@ def recertify(
 Recertifier = Callable[[str], bytes]
 """Gets a Steward certificate chain (PEM) for the Keep's key that names a workload identity."""
 
-SecretFetcher = Callable[[WorkloadConfig, bytes, str, tuple[str, ...]], dict[str, bytes]]
+SecretFetcher = Callable[
+    [WorkloadConfig, bytes, str, tuple[str, ...], str | None], dict[str, bytes]
+]
 """Gets a workload's ``[[secrets]]`` from Steward: (config, module SHA-256, argv[0], extra
-args) -> values by secret name."""
+args, verified publisher fingerprint) -> values by secret name."""
 
 
 def release_secrets(
@@ -352,6 +354,7 @@ def release_secrets(
     module_sha256: bytes,
     program: str,
     args: tuple[str, ...],
+    publisher: str | None = None,
     *,
     params: LaunchParams,
     identity: Identity,
@@ -360,7 +363,8 @@ def release_secrets(
     """Ask Steward for the secrets the workload's config names, as the workload's own Keep.
 
     The request names the workload (:func:`~donjon.keep.workload_id.workload_identity`) in a
-    CSR for the Keep's attested key, with fresh evidence binding that key and Steward's nonce;
+    CSR for the Keep's attested key (and, for a registry package whose signature the Keep
+    verified, its publisher: ``donjon:publisher:sha256:<hex>``, a second URI), with fresh evidence binding that key and Steward's nonce;
     Steward seals each secret it releases to that key. Steward is pinned to the CA that issued
     this Keep's own certificate, which the client has verified before sending the workload: the
     host chose the URL, but cannot substitute another Steward.
@@ -395,6 +399,7 @@ def release_secrets(
             names,
             evidence=provider.evidence,
             platform=provider.platform,
+            publisher=f"donjon:publisher:{publisher}" if publisher is not None else None,
         )
     # Counts only: this log is the host's to read, and which secrets a workload has is not.
     _logger.info("received %d secret(s) from Steward for the workload", len(values))
@@ -426,8 +431,12 @@ def receive_workload(tls: ssl.SSLSocket, decoder: FrameDecoder) -> WorkloadFrame
         raise RemoteProtocolError(f"unexpected {type(frame).__name__} before the workload")
 
 
-def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig]:
+def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig, str | None]:
     """Fetch a package by digest (after attestation), checking digests and required signatures.
+
+    Returns:
+        The module, its config, and the fingerprint (``sha256:<hex>``) of the publisher key
+        whose signature verified, if the client required one.
 
     The registry credentials came over the attested channel: the host never sees them (it sees
     the registry connection, which is TLS except to loopback registries in development).
@@ -447,21 +456,21 @@ def fetch_workload(frame: PackageFrame) -> tuple[bytes, WorkloadConfig]:
     config = package_config(package.config_toml, source=f"{ref.repository} Enarx.toml")
     # Not which package: this log is the host's to read, and the registry connection is not.
     _logger.info("fetched the package (publisher: %s)", package.publisher or "none required")
-    return package.module, config
+    return package.module, config, package.publisher
 
 
 def _workload_parts(
     frame: WorkloadFrame | PackageFrame,
-) -> tuple[bytes, WorkloadConfig, str, tuple[str, ...]]:
-    """(module, config, argv[0], extra args), every digest checked."""
+) -> tuple[bytes, WorkloadConfig, str, tuple[str, ...], str | None]:
+    """(module, config, argv[0], extra args, verified publisher), every digest checked."""
     if isinstance(frame, PackageFrame):
-        module_bytes, config = fetch_workload(frame)
-        return module_bytes, config, DEFAULT_PROGRAM, frame.args
+        module_bytes, config, publisher = fetch_workload(frame)
+        return module_bytes, config, DEFAULT_PROGRAM, frame.args, publisher
     digest = hashlib.sha256(frame.module).digest()
     if not hmac.compare_digest(digest, frame.module_sha256):
         raise RemoteProtocolError("the workload's module does not match its SHA-256")
     config = WorkloadConfig.from_dict(frame.config)
-    return frame.module, config, frame.program or DEFAULT_PROGRAM, frame.args
+    return frame.module, config, frame.program or DEFAULT_PROGRAM, frame.args, None
 
 
 class _Pump:
@@ -752,14 +761,14 @@ def _run_workload(
     files: SecretFiles,
 ) -> int:
     try:
-        module_bytes, config, program, args = _workload_parts(frame)
+        module_bytes, config, program, args, publisher = _workload_parts(frame)
         module = runtime.load(
             module_bytes, name=program, deadline=config.limits.timeout_s is not None
         )
         digest = hashlib.sha256(module_bytes).digest()
         released: dict[str, bytes] = {}
         if config.secrets and secrets is not None:
-            released = secrets(config, digest, program, args)
+            released = secrets(config, digest, program, args, publisher)
         invocation = Invocation.from_config(
             config,
             program=program,

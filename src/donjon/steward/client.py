@@ -319,9 +319,12 @@ class StewardClient(Closing):
         evidence: Callable[[bytes], bytes],
         platform: Platform | str,
         endorsements: Endorsements = _NO_ENDORSEMENTS,
+        publisher: str | None = None,
     ) -> dict[str, bytes]:
         """Ask for secrets released to *workload*: attest *key* (a fresh nonce, a CSR naming
         the workload, evidence from *evidence(report_data)*) and open what Steward seals to it.
+        *publisher* (``donjon:publisher:sha256:<hex>``) is named too when the Keep verified the
+        package's signature by that key, for rules that release to a publisher's workloads.
 
         Returns:
             The secrets' values by name: exactly *names*.
@@ -335,7 +338,7 @@ class StewardClient(Closing):
             TransportError: Steward could not be reached.
         """
         nonce = self.nonce()
-        csr = key.csr(uris=[workload])
+        csr = key.csr(uris=[workload] if publisher is None else [workload, publisher])
         request = SecretsRequest(
             attest=AttestRequest(
                 csr=csr,

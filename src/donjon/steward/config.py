@@ -72,6 +72,10 @@ SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 WORKLOAD_URI = re.compile(r"^donjon:workload:sha256:[0-9a-f]{64}$")
 """A workload identity a Keep may claim in its CSR: the SHA-256 of the workload package."""
 
+PUBLISHER_URI = re.compile(r"donjon:publisher:sha256:[0-9a-f]{64}")
+"""A publisher identity (match in full): the SHA-256 of the key whose signature over a registry
+package the keep runtime verified; a release rule may name it to cover every such workload."""
+
 MEASUREMENT_URI = re.compile(r"^donjon:measurement:[a-z0-9-]{1,16}:[0-9a-f]{2,256}$")
 """A workload identity derived from a launch measurement when the CSR claims none."""
 
@@ -329,13 +333,14 @@ def _secret_rules(source: str, text: str, value: Any) -> tuple[tuple[str, frozen
         if len(readers) > MAX_WORKLOADS:
             _fail(source, text, where, f"has {len(readers)} entries; at most {MAX_WORKLOADS}")
         for v in readers:
-            if not WORKLOAD_URI.fullmatch(v):
+            if not (WORKLOAD_URI.fullmatch(v) or PUBLISHER_URI.fullmatch(v)):
                 _fail(
                     source,
                     text,
                     where,
                     f"{v[:80]!r} is not a workload identity",
-                    "write donjon:workload:sha256:<64 hex> (`donjon workload id` prints it); "
+                    "write donjon:workload:sha256:<64 hex> (`donjon workload id` prints it) or "
+                    "donjon:publisher:sha256:<64 hex> (`donjon package keygen` prints a key's); "
                     "a secret never goes to a Keep that does not name its workload",
                 )
         rules.append((name, frozenset(readers)))
@@ -544,6 +549,7 @@ __all__ = [
     "MAX_CERT_LIFETIME",
     "MEASUREMENT_URI",
     "MIN_CERT_LIFETIME",
+    "PUBLISHER_URI",
     "WORKLOAD_URI",
     "StewardPolicy",
     "StewardSettings",

@@ -73,6 +73,7 @@ from donjon.errors import Error as DonjonError
 from donjon.steward.config import (
     DEFAULT_CERT_LIFETIME,
     MEASUREMENT_URI,
+    PUBLISHER_URI,
     WORKLOAD_URI,
     StewardPolicy,
 )
@@ -288,6 +289,12 @@ def parse_platform(name: str) -> Platform:
         raise DecodeError(f"unknown platform {name[:40]!r}; expected one of {known}") from None
 
 
+def publisher_identity(csr: CertificateRequest) -> str | None:
+    """The ``donjon:publisher:sha256:<hex>`` URI a CSR names beside its workload, if any: the
+    keep runtime's statement that it verified the package's signature by that key."""
+    return next((u for u in csr.uris if PUBLISHER_URI.fullmatch(u)), None)
+
+
 def workload_identity(csr: CertificateRequest, evidence: VerifiedEvidence) -> str:
     """The workload identity URI to certify.
 
@@ -299,14 +306,21 @@ def workload_identity(csr: CertificateRequest, evidence: VerifiedEvidence) -> st
     Raises:
         DecodeError: more than one URI, or a URI of another form.
     """
-    if len(csr.uris) > 1:
-        raise DecodeError("the CSR requests more than one URI SAN; request one workload identity")
-    if csr.uris:
-        uri = csr.uris[0]
+    workloads = [u for u in csr.uris if not PUBLISHER_URI.fullmatch(u)]
+    publishers = len(csr.uris) - len(workloads)
+    if len(workloads) > 1 or publishers > 1:
+        raise DecodeError(
+            "the CSR requests more than one workload identity or publisher; request one of each"
+        )
+    if publishers and not workloads:
+        raise DecodeError("the CSR names a publisher but no workload; name the workload too")
+    if workloads:
+        uri = workloads[0]
         if not WORKLOAD_URI.fullmatch(uri):
             raise DecodeError(
-                f"CSR URI SAN {uri[:100]!r} is not a workload identity; the only URI Steward "
-                "certifies is donjon:workload:sha256:<64 lowercase hex>"
+                f"CSR URI SAN {uri[:100]!r} is not a workload identity; the URIs Steward "
+                "certifies are donjon:workload:sha256:<64 lowercase hex> and, beside it, "
+                "donjon:publisher:sha256:<64 lowercase hex>"
             )
         return uri
     derived = f"donjon:measurement:{evidence.platform}:{evidence.measurement.hex()}"
@@ -489,10 +503,12 @@ class StewardCore:
             self._record("withheld", "/v1/secrets", issued, request.names, error)
             raise error
         key_id = issued.claims.key_sha256.hex()[:16]
-        recipient = parse_csr(request.attest.csr).spki_der
+        csr = parse_csr(request.attest.csr)
+        recipient = csr.spki_der
+        names = {workload} | ({p} if (p := publisher_identity(csr)) is not None else set())
         sealed: dict[str, bytes] = {}
         for name in request.names:
-            allowed = workload in self.policy.secret_readers(name)
+            allowed = bool(names & self.policy.secret_readers(name))
             value = self._secrets.get(name) if allowed and self._secrets is not None else None
             if value is None:
                 if not allowed:
@@ -752,6 +768,7 @@ class StewardCore:
             raise PolicyError(verdict.reason or f"rejected by policy '{self.policy.name}'")
         # (6) Steward's own rules: workload identity, DNS names.
         workload = workload_identity(csr, evidence)
+        publisher = publisher_identity(csr)
         if self.policy.workloads and workload not in self.policy.workloads:
             raise PolicyError(
                 f"rejected: workload identity {workload} not among the "
@@ -801,7 +818,7 @@ class StewardCore:
                 spki_der=csr.spki_der,
                 common_name=name,
                 dns_names=tuple(dns_names),
-                uris=(workload,),
+                uris=(workload,) if publisher is None else (workload, publisher),
                 not_before=now - BACKDATE,
                 not_after=not_after,
                 extensions=((DONJON_ATTESTATION_RESULT, payload),),
@@ -909,6 +926,7 @@ __all__ = [
     "SystemClock",
     "keep_name",
     "parse_platform",
+    "publisher_identity",
     "status_for",
     "workload_identity",
 ]

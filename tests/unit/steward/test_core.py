@@ -228,12 +228,27 @@ def test_workload_policy(clock: PinnedClock, keep: Keep) -> None:
         core.attest(keep.request(core.nonce().nonce))
 
 
+PUBLISHER = "donjon:publisher:sha256:" + "ab" * 32
+
+
+def test_a_publisher_beside_the_workload_is_certified_too(dev: StewardCore, keep: Keep) -> None:
+    for uris in ([WORKLOAD, PUBLISHER], [PUBLISHER, WORKLOAD]):
+        issued = dev.attest(keep.request(dev.nonce().nonce, csr=keep.csr(uris=uris)))
+        assert issued.claims.workload == WORKLOAD
+        names = issued.certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        assert names.get_values_for_type(x509.UniformResourceIdentifier) == [WORKLOAD, PUBLISHER]
+
+
 @pytest.mark.parametrize(
     ("uris", "message"),
     [
         (["https://example.com/"], "not a workload identity"),
         (["donjon:workload:sha256:AB"], "not a workload identity"),
-        ([WORKLOAD, WORKLOAD.replace("cd", "ef")], "more than one URI"),
+        ([WORKLOAD, WORKLOAD.replace("cd", "ef")], "more than one workload identity"),
+        ([PUBLISHER], "names a publisher but no workload"),
+        ([WORKLOAD, PUBLISHER, PUBLISHER.replace("ab", "12")], "or publisher; request one of"),
     ],
 )
 def test_csr_uris_must_be_one_workload_identity(

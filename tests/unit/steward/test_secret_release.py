@@ -335,7 +335,7 @@ def test_evidence_for_another_nonce_is_refused(core: StewardCore, keep: Keep) ->
 def test_a_bad_csr_uri_is_a_decode_error(core: StewardCore, keep: Keep) -> None:
     nonce = core.nonce().nonce
     attest = keep.request(nonce, csr=keep.csr(uris=[WORKLOAD, OTHER]))
-    with pytest.raises(DecodeError, match="more than one URI"):
+    with pytest.raises(DecodeError, match="more than one workload identity"):
         core.release(SecretsRequest(attest=attest, names=("db-password",)))
 
 
