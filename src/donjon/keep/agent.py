@@ -364,8 +364,9 @@ def release_secrets(
 
     The request names the workload (:func:`~donjon.keep.workload_id.workload_identity`) in a
     CSR for the Keep's attested key (and, for a registry package whose signature the Keep
-    verified, its publisher: ``donjon:publisher:sha256:<hex>``, a second URI), with fresh evidence binding that key and Steward's nonce;
-    Steward seals each secret it releases to that key. Steward is pinned to the CA that issued
+    verified, its publisher: ``donjon:publisher:sha256:<hex>``, a second URI), with fresh
+    evidence binding that key and Steward's nonce; Steward seals each secret it releases to
+    that key. Steward is pinned to the CA that issued
     this Keep's own certificate, which the client has verified before sending the workload: the
     host chose the URL, but cannot substitute another Steward.
 
