@@ -78,7 +78,7 @@ from donjon.steward.config import (
     parse_duration,
     parse_listen,
 )
-from donjon.steward.core import workload_identity
+from donjon.steward.core import publisher_identity, workload_identity
 from donjon.steward.secrets import (
     MAX_SECRET_BYTES,
     SecretStore,
@@ -387,14 +387,17 @@ def policy_check(
                 else f"rejected: DNS name {name} not allowed by policy '{policy.name}'"
             )
             steps.append(_step("dns_name", ok, detail))
+    publisher = publisher_identity(request) if request is not None else None
     for name in secret_names:
-        steps.append(_secret_step(policy, name, workload))
+        steps.append(_secret_step(policy, name, workload, publisher))
     _finish(policy.name, steps, as_json=as_json, claims=verified.to_json())
 
 
-def _secret_step(policy: StewardPolicy, name: str, workload: str) -> dict[str, Any]:
-    """Whether a release rule gives secret *name* to *workload* (the value must also be stored:
-    ``donjon steward secret list`` shows that)."""
+def _secret_step(
+    policy: StewardPolicy, name: str, workload: str, publisher: str | None
+) -> dict[str, Any]:
+    """Whether a release rule gives secret *name* to *workload* or its *publisher* (the value
+    must also be stored: ``donjon steward secret list`` shows that)."""
     if not WORKLOAD_URI.fullmatch(workload):
         return _step(
             f"secret {name}",
@@ -402,8 +405,13 @@ def _secret_step(policy: StewardPolicy, name: str, workload: str) -> dict[str, A
             "a secret goes only to a Keep whose CSR names its workload "
             "(donjon:workload:sha256:...); this one names none",
         )
-    if workload in policy.secret_readers(name):
+    readers = policy.secret_readers(name)
+    if workload in readers:
         return _step(f"secret {name}", True, f"released to {workload} by [steward.secrets]")
+    if publisher is not None and publisher in readers:
+        return _step(
+            f"secret {name}", True, f"released to {publisher}'s workloads by [steward.secrets]"
+        )
     return _step(
         f"secret {name}",
         False,

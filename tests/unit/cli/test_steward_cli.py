@@ -231,3 +231,10 @@ def test_policy_check_explains_which_secrets_a_workload_would_receive(tmp_path: 
     assert code == 1 and "this one names none" in out
     code, out = _run(*base, "--secret", "db-password")
     assert code == 2 and "--secret needs --csr" in out
+    publisher = "donjon:publisher:sha256:" + "ef" * 32
+    signed = tmp_path / "signed.csr"
+    signed.write_bytes(keep.key.csr(uris=["donjon:workload:sha256:" + "01" * 32, publisher]))
+    policy.write_text(policy.read_text().replace(f'"{named}"', f'"{publisher}"'))
+    code, out = _run(*base, "--csr", str(signed), "--secret", "db-password")
+    assert code == 0, out
+    assert f"  ✔ secret db-password: released to {publisher}'s workloads" in out
