@@ -81,8 +81,8 @@ def test_workload_parts_check_the_digest_and_name_the_program() -> None:
     frame = WorkloadFrame(
         config=CONFIG, module=HELLO, module_sha256=hashlib.sha256(HELLO).digest(), args=("a",)
     )
-    module, _, program, args = _workload_parts(frame)
-    assert (module, program, args) == (HELLO, DEFAULT_PROGRAM, ("a",))
+    module, _, program, args, publisher = _workload_parts(frame)
+    assert (module, program, args, publisher) == (HELLO, DEFAULT_PROGRAM, ("a",), None)
     named = WorkloadFrame(
         config=CONFIG, module=HELLO, module_sha256=hashlib.sha256(HELLO).digest(), program="x.wasm"
     )
