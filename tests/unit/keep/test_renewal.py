@@ -158,7 +158,9 @@ def test_the_renewer_renews_before_expiry_and_says_so() -> None:
     finally:
         renewer.stop()
     assert len(calls) == 1
-    assert 1.0 <= calls[0] - started < 3.0  # two thirds of ~3 s, before the expiry
+    # Two thirds of 2-3 s (X.509 times are whole seconds; the exact schedule is renewal_due's
+    # test); generous above, as a loaded machine may wake the thread late.
+    assert 1.0 <= calls[0] - started < 5.0
     _, not_after = leaf_validity(tls.chain_pem)
     assert not_after > datetime.now(UTC) + timedelta(minutes=50)
     assert notices == [
