@@ -331,29 +331,38 @@ def recertify(
         VerificationError: Steward no longer accepts the Keep's evidence.
         TransportError: Steward could not be reached.
     """
-    chain = _pem_certificates(identity.chain_pem)
-    if identity.via != "steward" or params.steward is None or len(chain) < 2:
+    steward = _pinned_steward(params, identity)
+    if steward is None:
         raise UnsupportedConfigError("this Keep has no Steward certificate to renew")
+    url, ca = steward
     key = KeyPair.from_pem(identity.key_pem, what="the Keep's key")
     provider = evidence_provider(params.backend, warm)
-    return _steward_chain(params.steward, chain[-1], key, provider, workload=workload)
+    return _steward_chain(url, ca, key, provider, workload=workload)
+
+
+def _pinned_steward(params: LaunchParams, identity: Identity) -> tuple[str, bytes] | None:
+    """Steward's URL and the CA that issued this Keep's certificate (the one its client
+    verified: the host chose the URL, but cannot substitute another Steward), as PEM; None
+    when the Keep has no Steward certificate (RA-TLS)."""
+    from cryptography import x509
+
+    chain = x509.load_pem_x509_certificates(identity.chain_pem)
+    if identity.via != "steward" or params.steward is None or len(chain) < 2:
+        return None
+    return params.steward, certificate_pem(chain[-1])
 
 
 Recertifier = Callable[[str], bytes]
 """Gets a Steward certificate chain (PEM) for the Keep's key that names a workload identity."""
 
-SecretFetcher = Callable[
-    [WorkloadConfig, bytes, str, tuple[str, ...], str | None], dict[str, bytes]
-]
-"""Gets a workload's ``[[secrets]]`` from Steward: (config, module SHA-256, argv[0], extra
-args, verified publisher fingerprint) -> values by secret name."""
+SecretFetcher = Callable[[WorkloadConfig, str, str | None], dict[str, bytes]]
+"""Gets a workload's ``[[secrets]]`` from Steward: (config, workload identity, verified
+publisher fingerprint) -> values by secret name."""
 
 
 def release_secrets(
     config: WorkloadConfig,
-    module_sha256: bytes,
-    program: str,
-    args: tuple[str, ...],
+    workload: str,
     publisher: str | None = None,
     *,
     params: LaunchParams,
@@ -362,13 +371,12 @@ def release_secrets(
 ) -> dict[str, bytes]:
     """Ask Steward for the secrets the workload's config names, as the workload's own Keep.
 
-    The request names the workload (:func:`~donjon.keep.workload_id.workload_identity`) in a
+    The request names *workload* (:func:`~donjon.keep.workload_id.workload_identity`) in a
     CSR for the Keep's attested key (and, for a registry package whose signature the Keep
     verified, its publisher: ``donjon:publisher:sha256:<hex>``, a second URI), with fresh
     evidence binding that key and Steward's nonce; Steward seals each secret it releases to
-    that key. Steward is pinned to the CA that issued
-    this Keep's own certificate, which the client has verified before sending the workload: the
-    host chose the URL, but cannot substitute another Steward.
+    that key. Steward is pinned to the CA that issued this Keep's own certificate
+    (:func:`_pinned_steward`).
 
     Returns:
         The values by secret name, as stored (an ``env`` secret is checked to be text when the
@@ -382,18 +390,17 @@ def release_secrets(
     if not config.secrets:
         return {}
     names = [s.name for s in config.secrets]
-    chain = _pem_certificates(identity.chain_pem)
-    if identity.via != "steward" or params.steward is None or len(chain) < 2:
+    pinned = _pinned_steward(params, identity)
+    if pinned is None:
         raise UnsupportedConfigError(
             f"the workload asks Steward for secrets ({', '.join(names)}) but this Keep was "
             "deployed without one; deploy it with `donjon deploy --steward URL --ca FILE`"
         )
-    from donjon.keep.workload_id import workload_identity
     from donjon.steward.client import StewardClient
 
-    workload = workload_identity(module_sha256, config, program=program, args=args)
+    url, ca = pinned
     provider = evidence_provider(params.backend, warm)
-    with StewardClient(params.steward, ca=chain[-1]) as steward:
+    with StewardClient(url, ca=ca) as steward:
         values = steward.secrets(
             KeyPair.from_pem(identity.key_pem, what="the Keep's key"),
             workload,
@@ -405,12 +412,6 @@ def release_secrets(
     # Counts only: this log is the host's to read, and which secrets a workload has is not.
     _logger.info("received %d secret(s) from Steward for the workload", len(values))
     return values
-
-
-def _pem_certificates(pem: bytes) -> list[bytes]:
-    """The PEM certificates in *pem*, each with its BEGIN and END lines, in order."""
-    end = b"-----END CERTIFICATE-----"
-    return [part.strip() + b"\n" + end + b"\n" for part in pem.split(end) if part.strip()]
 
 
 def receive_workload(tls: ssl.SSLSocket, decoder: FrameDecoder) -> WorkloadFrame | PackageFrame:
@@ -766,10 +767,18 @@ def _run_workload(
         module = runtime.load(
             module_bytes, name=program, deadline=config.limits.timeout_s is not None
         )
-        digest = hashlib.sha256(module_bytes).digest()
+
+        @functools.cache
+        def workload() -> str:
+            # Only a run that asks Steward for something names its workload: computed once.
+            from donjon.keep.workload_id import workload_identity
+
+            digest = hashlib.sha256(module_bytes).digest()
+            return workload_identity(digest, config, program=program, args=args)
+
         released: dict[str, bytes] = {}
         if config.secrets and secrets is not None:
-            released = secrets(config, digest, program, args, publisher)
+            released = secrets(config, workload(), publisher)
         invocation = Invocation.from_config(
             config,
             program=program,
@@ -778,12 +787,8 @@ def _run_workload(
             secrets_dir=files.write(config, released),
         )
         workload_chain = None
-        workload = ""
         if recertify is not None and invocation.uses_tls:
-            from donjon.keep.workload_id import workload_identity
-
-            workload = workload_identity(digest, config, program=program, args=args)
-            workload_chain = recertify(workload)
+            workload_chain = recertify(workload())
     except Error as e:
         code = e.exit_code if isinstance(e, WorkloadError) else EXIT_PROTOCOL
         _send_exit(tls, code, e)
@@ -812,7 +817,7 @@ def _run_workload(
         from donjon.keep.sockets.tls import IdentityTls
 
         if isinstance(network.tls, IdentityTls):
-            renew = functools.partial(recertify, workload)
+            renew = functools.partial(recertify, workload())
             renewer = CertificateRenewer(network.tls, renew, _notice_to_client)
             renewer.start()
     try:
