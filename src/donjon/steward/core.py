@@ -231,6 +231,8 @@ class Issued:
         result: the COSE_Sign1 attestation result.
         claims: the claims it carries (also in the certificate's result extension).
         verdict: the attestation-policy verdict, every check included.
+        spki_der: the certified key (the CSR's), DER SubjectPublicKeyInfo.
+        publisher: the publisher URI the CSR named beside its workload, if any.
     """
 
     certificate: x509.Certificate
@@ -238,6 +240,8 @@ class Issued:
     result: bytes
     claims: ResultClaims
     verdict: Verdict
+    spki_der: bytes
+    publisher: str | None = None
 
 
 def status_for(error: DonjonError) -> int:
@@ -453,7 +457,7 @@ class StewardCore:
         from donjon import __version__
         from donjon.attestation.ear import appraisal, ear_claims
 
-        submod = appraisal(issued.verdict, key_spki=parse_csr(request.csr).spki_der)
+        submod = appraisal(issued.verdict, key_spki=issued.spki_der)
         submod["ear.veraison.policy-claims"] = {
             "workload": issued.claims.workload,
             "keep": issued.certificate.subject.rfc4514_string(),
@@ -503,9 +507,7 @@ class StewardCore:
             self._record("withheld", "/v1/secrets", issued, request.names, error)
             raise error
         key_id = issued.claims.key_sha256.hex()[:16]
-        csr = parse_csr(request.attest.csr)
-        recipient = csr.spki_der
-        names = {workload} | ({p} if (p := publisher_identity(csr)) is not None else set())
+        names = {workload} | ({issued.publisher} if issued.publisher is not None else set())
         sealed: dict[str, bytes] = {}
         for name in request.names:
             allowed = bool(names & self.policy.secret_readers(name))
@@ -529,7 +531,9 @@ class StewardCore:
                 # The audit log is the operator's: it says which it was, as the log does.
                 self._record("withheld", "/v1/secrets", issued, request.names, error, why=why)
                 raise error
-            sealed[name] = seal_secret(value, recipient, name=name, nonce=request.attest.nonce)
+            sealed[name] = seal_secret(
+                value, issued.spki_der, name=name, nonce=request.attest.nonce
+            )
         _logger.info(
             "released %d secret(s) %s to workload %s (key %s, policy %s)",
             len(sealed),
@@ -836,7 +840,15 @@ class StewardCore:
                 self.policy.name,
             )
         chain = (certificate_der(leaf), self._ca_der)
-        return Issued(certificate=leaf, chain=chain, result=result, claims=claims, verdict=verdict)
+        return Issued(
+            certificate=leaf,
+            chain=chain,
+            result=result,
+            claims=claims,
+            verdict=verdict,
+            spki_der=csr.spki_der,
+            publisher=publisher,
+        )
 
     # -- the audit log -----------------------------------------------------------------------
 
