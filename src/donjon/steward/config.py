@@ -276,20 +276,32 @@ class StewardPolicy:
 
 
 def _workloads(source: str, text: str, value: Any) -> frozenset[str]:
-    where = "steward.workloads"
+    return _identities(
+        source,
+        text,
+        "steward.workloads",
+        value,
+        (WORKLOAD_URI, MEASUREMENT_URI),
+        "write donjon:workload:sha256:<64 hex> or donjon:measurement:<platform>:<hex>",
+    )
+
+
+def _identities(
+    source: str,
+    text: str,
+    where: str,
+    value: Any,
+    forms: tuple[re.Pattern[str], ...],
+    hint: str,
+) -> frozenset[str]:
+    """A bounded list of identity URIs, each matching one of *forms* in full."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         _fail(source, text, where, "must be a list of workload identity URIs")
     if len(value) > MAX_WORKLOADS:
         _fail(source, text, where, f"has {len(value)} entries; at most {MAX_WORKLOADS}")
     for v in value:
-        if not (WORKLOAD_URI.fullmatch(v) or MEASUREMENT_URI.fullmatch(v)):
-            _fail(
-                source,
-                text,
-                where,
-                f"{v[:80]!r} is not a workload identity",
-                "write donjon:workload:sha256:<64 hex> or donjon:measurement:<platform>:<hex>",
-            )
+        if not any(form.fullmatch(v) for form in forms):
+            _fail(source, text, where, f"{v[:80]!r} is not a workload identity", hint)
     return frozenset(value)
 
 
@@ -320,9 +332,7 @@ def _secret_rules(source: str, text: str, value: Any) -> tuple[tuple[str, frozen
                 line=_key_line(text, "steward.secrets", name),
             )
         where = f"steward.secrets.{name}"
-        if not isinstance(readers, list) or not all(isinstance(v, str) for v in readers):
-            _fail(source, text, where, "must be a list of workload identity URIs")
-        if not readers:
+        if isinstance(readers, list) and not readers:
             _fail(
                 source,
                 text,
@@ -330,20 +340,17 @@ def _secret_rules(source: str, text: str, value: Any) -> tuple[tuple[str, frozen
                 "names no workload, so the secret would go to none",
                 "list the workloads (`donjon workload id` prints one's identity) or remove it",
             )
-        if len(readers) > MAX_WORKLOADS:
-            _fail(source, text, where, f"has {len(readers)} entries; at most {MAX_WORKLOADS}")
-        for v in readers:
-            if not (WORKLOAD_URI.fullmatch(v) or PUBLISHER_URI.fullmatch(v)):
-                _fail(
-                    source,
-                    text,
-                    where,
-                    f"{v[:80]!r} is not a workload identity",
-                    "write donjon:workload:sha256:<64 hex> (`donjon workload id` prints it) or "
-                    "donjon:publisher:sha256:<64 hex> (`donjon package keygen` prints a key's); "
-                    "a secret never goes to a Keep that does not name its workload",
-                )
-        rules.append((name, frozenset(readers)))
+        allowed = _identities(
+            source,
+            text,
+            where,
+            readers,
+            (WORKLOAD_URI, PUBLISHER_URI),
+            "write donjon:workload:sha256:<64 hex> (`donjon workload id` prints it) or "
+            "donjon:publisher:sha256:<64 hex> (`donjon package keygen` prints a key's); "
+            "a secret never goes to a Keep that does not name its workload",
+        )
+        rules.append((name, allowed))
     return tuple(sorted(rules))
 
 
