@@ -521,6 +521,20 @@ def audit_verify(log: Path, ca_file: Path, as_json: bool) -> None:
     raise click.exceptions.Exit(0 if report.intact else 1)
 
 
+_SECRETS_STATE_DIR = click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Steward's state directory; the secret goes to its secrets/ (created, mode 0700).",
+)
+_EXISTING_STATE_DIR = click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Steward's state directory.",
+)
+
+
 @steward.group("secret")
 def secret_group() -> None:
     """Manage the secrets Steward releases to attested Keeps.
@@ -533,12 +547,7 @@ def secret_group() -> None:
 
 @secret_group.command("set")
 @click.argument("name")
-@click.option(
-    "--state-dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Steward's state directory; the secret goes to its secrets/ (created, mode 0700).",
-)
+@_SECRETS_STATE_DIR
 @click.option(
     "--from-file",
     type=click.Path(path_type=Path, dir_okay=False, allow_dash=False),
@@ -576,12 +585,7 @@ def secret_set(name: str, state_dir: Path, from_file: Path | None) -> None:
 
 
 @secret_group.command("list")
-@click.option(
-    "--state-dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Steward's state directory.",
-)
+@_EXISTING_STATE_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def secret_list(state_dir: Path, as_json: bool) -> None:
     """List the secrets: name, size and modification time (UTC), never a value or its hash."""
@@ -608,12 +612,7 @@ def secret_list(state_dir: Path, as_json: bool) -> None:
 
 @secret_group.command("generate")
 @click.argument("name")
-@click.option(
-    "--state-dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Steward's state directory; the secret goes to its secrets/ (created, mode 0700).",
-)
+@_SECRETS_STATE_DIR
 @click.option(
     "--bytes",
     "size",
@@ -648,12 +647,7 @@ def secret_generate(name: str, state_dir: Path, size: int, force: bool) -> None:
 
 @secret_group.command("rm")
 @click.argument("name")
-@click.option(
-    "--state-dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="Steward's state directory.",
-)
+@_EXISTING_STATE_DIR
 def secret_rm(name: str, state_dir: Path) -> None:
     """Delete secret NAME. Keeps that already received it keep their copy."""
     store = SecretStore(state_dir)
