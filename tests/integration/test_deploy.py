@@ -45,32 +45,15 @@ from tests.integration.deploy_support import (
     echo_once,
     marked_module,
     pid_alive,
-    pin_dev_key,
     run_donjon,
     running_manager,
     running_steward,
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 INSECURE_WARNING = "donjon: WARNING: --insecure"
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def recorder() -> RelayRecorder:
-    return RelayRecorder()
-
-
-@pytest.fixture
-def host(tmp_path: Path, recorder: RelayRecorder) -> Iterator[ManagerHandle]:
-    with running_manager(tmp_path / "host", relay_tap=recorder) as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -48,9 +48,7 @@ from tests.integration.deploy_support import (
     ManagerHandle,
     RelayRecorder,
     assert_one_error_line,
-    pin_dev_key,
     run_donjon,
-    running_manager,
 )
 from tests.integration.registry_support import (
     Exchange,
@@ -61,7 +59,7 @@ from tests.integration.registry_support import (
     start_registry,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 USER = "deployer"
 HELLO = b"Hello, world!\n"
@@ -115,22 +113,6 @@ def key() -> PublisherKey:
 @pytest.fixture(scope="module")
 def other_key() -> PublisherKey:
     return PublisherKey.from_pem(generate_publisher_key_pem(), source="another key")
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def recorder() -> RelayRecorder:
-    return RelayRecorder()
-
-
-@pytest.fixture
-def host(tmp_path: Path, recorder: RelayRecorder) -> Iterator[ManagerHandle]:
-    with running_manager(tmp_path / "host", relay_tap=recorder) as handle:
-        yield handle
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ from tests.integration.deploy_support import (
     keep_processes,
     marked_module,
     pid_alive,
-    pin_dev_key,
     run_donjon,
     running_manager,
     running_steward,
@@ -66,16 +65,11 @@ from tests.integration.deploy_support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 MODULE_BYTES = 192 * 1024
 HANDSHAKE_BYTES_MAX = 8 * 1024
 """What a client sends before the workload: its TLS handshake flights, far below the module."""
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
 
 
 @pytest.fixture

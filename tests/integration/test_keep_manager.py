@@ -31,7 +31,6 @@ from tests.integration.deploy_support import (
     children_of,
     keep_processes,
     pid_alive,
-    pin_dev_key,
     run_donjon,
     run_in_keep,
     running_manager,
@@ -40,14 +39,9 @@ from tests.integration.deploy_support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 CBOR = {"content-type": "application/cbor"}
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
 
 
 @pytest.fixture

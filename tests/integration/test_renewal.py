@@ -13,7 +13,6 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,26 +34,13 @@ from tests.integration.deploy_support import (
     StewardHandle,
     WatchedStream,
     echo_once,
-    pin_dev_key,
-    running_manager,
     running_steward,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 LIFETIME = timedelta(seconds=12)
 RENEWED = re.compile(rb"donjon: renewed the Keep's certificate from Steward \(fresh evidence\)")
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[ManagerHandle]:
-    with running_manager(tmp_path / "host") as handle:
-        yield handle
 
 
 class _Deployed:

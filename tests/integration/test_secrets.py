@@ -42,9 +42,7 @@ from tests.integration.deploy_support import (
     ManagerHandle,
     RelayRecorder,
     child_env,
-    pin_dev_key,
     run_donjon,
-    running_manager,
     running_steward,
     start_service,
 )
@@ -54,25 +52,9 @@ from tests.integration.registry_support import (
     start_registry,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("dev_key")]
 
 CONFIG = '[env]\nLANGUAGE = "en"\n\n[[secrets]]\nname = "db-password"\nenv = "DB_PASSWORD"\n'
-
-
-@pytest.fixture(autouse=True)
-def _dev_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return pin_dev_key(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def recorder() -> RelayRecorder:
-    return RelayRecorder()
-
-
-@pytest.fixture
-def host(tmp_path: Path, recorder: RelayRecorder) -> Iterator[ManagerHandle]:
-    with running_manager(tmp_path / "host", relay_tap=recorder) as handle:
-        yield handle
 
 
 @pytest.fixture
