@@ -162,6 +162,11 @@ class Plan:
 
 _NOTHING: Final = Plan()
 
+# Every request to a vendor service names that service and, unless it knows better, the same
+# way around an unreachable one.
+_kds_request: Final = functools.partial(DocumentRequest, service=Service.KDS, hint=_KDS_HINT)
+_pcs_request: Final = functools.partial(DocumentRequest, service=Service.PCS, hint=_PCS_HINT)
+
 MEMO_ENTRIES: Final = 256
 """Parsed items remembered per kind (count). Steward plans every request in its event loop, and
 the items (a host's VCEK, its quote's PCK chain, the same TCB info) repeat from request to
@@ -378,12 +383,10 @@ def _plan_snp(
         # Decimal SPLs, two digits, in TCB_VERSION order (fmc first on Turin), as AMD's tools send.
         query = "&".join(f"{name}SPL={value:02d}" for name, value in tcb.fields().items())
         requests.append(
-            DocumentRequest(
+            _kds_request(
                 url=f"{base}/{hw_id.hex()}?{query}",
                 kind=DocumentKind.VCEK,
-                service=Service.KDS,
                 what=f"the {family} VCEK ({chosen}) of chip {hw_id.hex()[:16]}… at TCB {tcb}",
-                hint=_KDS_HINT,
                 hw_id=hw_id,
                 tcb=tcb,
                 family=family,
@@ -391,21 +394,18 @@ def _plan_snp(
         )
         if not given.has_intermediate:
             requests.append(
-                DocumentRequest(
+                _kds_request(
                     url=f"{base}/cert_chain",
                     kind=DocumentKind.AMD_CHAIN,
-                    service=Service.KDS,
                     what=f"the {family} ASK/ARK chain",
-                    hint=_KDS_HINT,
                     family=family,
                 )
             )
     if config.amd_crl and f"ARK-{family}" not in given.fresh_crl_issuers:
         requests.append(
-            DocumentRequest(
+            _kds_request(
                 url=f"{base}/crl",
                 kind=DocumentKind.AMD_CRL,
-                service=Service.KDS,
                 what=f"AMD's {family} CRL",
                 hint="pass a current CRL with --collateral, or point --kds-url at a reachable "
                 "AMD KDS or cache (or leave out --kds-crl)",
@@ -535,12 +535,10 @@ def _plan_dcap(
         # The TCB Signing chain only comes in the TCB-Info-Issuer-Chain header: a TCB info is
         # fetched for it even when the caller gave one.
         requests.append(
-            DocumentRequest(
+            _pcs_request(
                 url=f"{base}/tcb?fmspc={fmspc}",
                 kind=DocumentKind.TCB_INFO,
-                service=Service.PCS,
                 what=f"the {tee} TCB info for FMSPC {fmspc}",
-                hint=_PCS_HINT,
                 issuer_chain_header="TCB-Info-Issuer-Chain",
                 fmspc=pck.fmspc,
                 identity=tee,
@@ -549,12 +547,10 @@ def _plan_dcap(
         )
     if not has_qe:
         requests.append(
-            DocumentRequest(
+            _pcs_request(
                 url=f"{base}/qe/identity",
                 kind=DocumentKind.QE_IDENTITY,
-                service=Service.PCS,
                 what=f"the {qe_id} identity",
-                hint=_PCS_HINT,
                 issuer_chain_header="SGX-Enclave-Identity-Issuer-Chain",
                 identity=qe_id,
                 send_api_key=True,
@@ -562,12 +558,10 @@ def _plan_dcap(
         )
     if not has_pck_crl:
         requests.append(
-            DocumentRequest(
+            _pcs_request(
                 url=f"{config.pcs_url}/sgx/certification/v4/pckcrl?ca={ca}&encoding=der",
                 kind=DocumentKind.PCK_CRL,
-                service=Service.PCS,
                 what=f"the CRL of the {pck_ca}",
-                hint=_PCS_HINT,
                 issuer_chain_header="SGX-PCK-CRL-Issuer-Chain",
                 crl_issuer=pck_ca,
                 send_api_key=True,
@@ -576,12 +570,10 @@ def _plan_dcap(
     if not has_root_crl:
         root_url = config.root_crl_url
         requests.append(
-            DocumentRequest(
+            _pcs_request(
                 url=root_url,
                 kind=DocumentKind.ROOT_CA_CRL,
-                service=Service.PCS,
                 what="the CRL of the Intel SGX Root CA",
-                hint=_PCS_HINT,
                 crl_issuer=_cn(_intel_root_subject()),
                 send_api_key=root_url.startswith(config.pcs_url + "/"),
             )
