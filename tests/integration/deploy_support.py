@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import signal
@@ -41,6 +42,13 @@ import pytest
 from cryptography import x509
 
 from donjon._unixpath import unix_socket_path
+from donjon.client.deploy import (
+    DeployOptions,
+    DeployResult,
+    RegistryWorkload,
+    Workload,
+    deploy,
+)
 from donjon.crypto.ca import CertificateAuthority
 from donjon.crypto.ratls import certificate_pem
 from donjon.host.app import RelayTap, create_app
@@ -210,6 +218,24 @@ class ManagerHandle:
 
     def keep_dir(self, keep_id: str) -> Path:
         return self.manager.keep_dir(keep_id)
+
+
+def deploy_options(
+    host: ManagerHandle, steward: StewardHandle | None = None, **kw: Any
+) -> DeployOptions:
+    """Options to deploy to *host* with its admin token, attested by *steward* when given."""
+    if steward is not None:
+        kw = {"steward": steward.url, "steward_ca": steward.ca, **kw}
+    return DeployOptions(host=host.url, token=host.token, **kw)
+
+
+def deploy_captured(
+    workload: Workload | RegistryWorkload, options: DeployOptions, stdin: Any = None
+) -> tuple[DeployResult, bytes, bytes]:
+    """Deploy *workload* in process; the result and what the workload wrote to stdout, stderr."""
+    out, err = io.BytesIO(), io.BytesIO()
+    result = deploy(workload, options, stdout=out, stderr=err, stdin=stdin)
+    return result, out.getvalue(), err.getvalue()
 
 
 def stop_all_keeps(state_dir: Path, manager: KeepManager) -> None:

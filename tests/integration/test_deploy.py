@@ -42,6 +42,8 @@ from tests.integration.deploy_support import (
     StewardHandle,
     WatchedStream,
     assert_one_error_line,
+    deploy_captured,
+    deploy_options,
     echo_once,
     marked_module,
     pid_alive,
@@ -60,19 +62,6 @@ INSECURE_WARNING = "donjon: WARNING: --insecure"
 def steward() -> Iterator[StewardHandle]:
     with running_steward() as handle:
         yield handle
-
-
-def _options(host: ManagerHandle, steward: StewardHandle | None, **kw: object) -> DeployOptions:
-    extra = {"steward": steward.url, "steward_ca": steward.ca} if steward else {}
-    return DeployOptions(host=host.url, token=host.token, **extra, **kw)  # type: ignore[arg-type]
-
-
-def _deploy(
-    workload: Workload, options: DeployOptions, stdin: Any = None
-) -> tuple[DeployResult, bytes, bytes]:
-    out, err = io.BytesIO(), io.BytesIO()
-    result = deploy(workload, options, stdout=out, stderr=err, stdin=stdin)
-    return result, out.getvalue(), err.getvalue()
 
 
 def _workload_dir(tmp_path: Path, module: str, config: str) -> Path:
@@ -97,8 +86,8 @@ def test_deploy_hello_streams_output_and_exit_code(
     host: ManagerHandle, recorder: RelayRecorder, tmp_path: Path, with_steward: bool
 ) -> None:
     with running_steward() if with_steward else contextlib.nullcontext() as steward:
-        result, out, err = _deploy(
-            Workload.load(EXAMPLES / "hello.wasm"), _options(host, steward, insecure=True)
+        result, out, err = deploy_captured(
+            Workload.load(EXAMPLES / "hello.wasm"), deploy_options(host, steward, insecure=True)
         )
         assert (result.exit_code, out, err) == (0, b"Hello, world!\n", b"")
         assert result.error is None and result.message is None
@@ -126,8 +115,8 @@ def test_relay_never_sees_the_module_or_the_output(
     module.write_bytes(marked_module((EXAMPLES / "argsenv.wasm").read_bytes(), marker))
     config = tmp_path / "Enarx.toml"
     config.write_text(f'args = ["{marker.decode()}"]\n[env]\nSECRET = "{marker.decode()}"\n')
-    result, out, _ = _deploy(
-        Workload.load(module, config_path=config), _options(host, None, insecure=True)
+    result, out, _ = deploy_captured(
+        Workload.load(module, config_path=config), deploy_options(host, None, insecure=True)
     )
     assert result.exit_code == 0
     assert f"argv[1]={marker.decode()}".encode() in out
@@ -140,7 +129,7 @@ def test_relay_never_sees_the_module_or_the_output(
 
 def test_config_args_and_exit_code(host: ManagerHandle, tmp_path: Path) -> None:
     d = _workload_dir(tmp_path, "exitcode.wasm", 'args = ["42"]\n')
-    result, out, err = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    result, out, err = deploy_captured(Workload.load(d), deploy_options(host, None, insecure=True))
     assert (result.exit_code, out, err, result.error) == (42, b"", b"", None)
 
 
@@ -150,7 +139,7 @@ def test_config_args_and_env_reach_the_workload(host: ManagerHandle, tmp_path: P
         "argsenv.wasm",
         'args = ["--greeting", "hello world"]\n[env]\nLANGUAGE = "en"\n',
     )
-    result, out, _ = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    result, out, _ = deploy_captured(Workload.load(d), deploy_options(host, None, insecure=True))
     assert result.exit_code == 0
     assert out.decode().splitlines() == [
         "argc=3",
@@ -166,7 +155,7 @@ def test_config_args_and_env_reach_the_workload(host: ManagerHandle, tmp_path: P
 def test_library_args_follow_the_config_args(host: ManagerHandle, tmp_path: Path) -> None:
     d = _workload_dir(tmp_path, "argsenv.wasm", 'args = ["from-config"]\n')
     workload = Workload.load(d, args=["--flag", "two words", "-"])
-    result, out, _ = _deploy(workload, _options(host, None, insecure=True))
+    result, out, _ = deploy_captured(workload, deploy_options(host, None, insecure=True))
     assert result.exit_code == 0
     assert out.decode().splitlines()[:5] == [
         "argc=5",
@@ -179,17 +168,17 @@ def test_library_args_follow_the_config_args(host: ManagerHandle, tmp_path: Path
 
 def test_without_stdin_the_workload_sees_eof(host: ManagerHandle) -> None:
     # deploy(stdin=None) sends stdin-eof right after the workload frame: a filter reads nothing.
-    result, out, err = _deploy(
-        Workload.load(EXAMPLES / "rot13.wasm"), _options(host, None, insecure=True)
+    result, out, err = deploy_captured(
+        Workload.load(EXAMPLES / "rot13.wasm"), deploy_options(host, None, insecure=True)
     )
     assert (result.exit_code, out, err) == (0, b"", b"")
 
 
 def test_stdin_reaches_the_workload(host: ManagerHandle, recorder: RelayRecorder) -> None:
     secret = b"Attack at dawn, " + secrets.token_hex(8).encode() + b"\n"
-    result, out, _ = _deploy(
+    result, out, _ = deploy_captured(
         Workload.load(EXAMPLES / "rot13.wasm"),
-        _options(host, None, insecure=True),
+        deploy_options(host, None, insecure=True),
         stdin=io.BytesIO(secret),
     )
     assert result.exit_code == 0
@@ -211,9 +200,9 @@ def test_large_stdin_is_streamed_not_buffered(tmp_path: Path) -> None:
     data = os.urandom(24 * 1024 * 1024)
     assert len(data) > 20 * STDIN_BUFFER_BYTES
     with running_manager(tmp_path / "host") as plain:  # no recorder: it would keep 48 MiB
-        result, out, err = _deploy(
+        result, out, err = deploy_captured(
             Workload.load(EXAMPLES / "cat.wasm"),
-            _options(plain, None, insecure=True),
+            deploy_options(plain, None, insecure=True),
             stdin=io.BytesIO(data),
         )
     assert (result.exit_code, err) == (0, b"")
@@ -235,7 +224,7 @@ def test_output_streams_while_stdin_is_still_open_and_a_stuck_read_meets_the_dea
         started = time.monotonic()
         result = deploy(
             Workload.load(d),
-            _options(host, None, insecure=True),
+            deploy_options(host, None, insecure=True),
             stdout=out,
             stderr=io.BytesIO(),
             stdin=stdin,
@@ -283,13 +272,15 @@ def test_stdin_is_not_read_for_a_workload_without_one(host: ManagerHandle, tmp_p
     )
     workload = Workload.load(d)
     assert not workload.reads_stdin
-    result, out, _ = _deploy(workload, _options(host, None, insecure=True), stdin=_Untouchable())
+    result, out, _ = deploy_captured(
+        workload, deploy_options(host, None, insecure=True), stdin=_Untouchable()
+    )
     assert (result.exit_code, out) == (0, b"Hello, world!\n")
 
 
 def test_trap_exits_134_with_the_reason(host: ManagerHandle) -> None:
-    result, out, _ = _deploy(
-        Workload.load(EXAMPLES / "trap.wasm"), _options(host, None, insecure=True)
+    result, out, _ = deploy_captured(
+        Workload.load(EXAMPLES / "trap.wasm"), deploy_options(host, None, insecure=True)
     )
     assert result.exit_code == 134
     assert out == b"about to trap\n"
@@ -301,7 +292,7 @@ def test_trap_exits_134_with_the_reason(host: ManagerHandle) -> None:
 
 def test_deadline_exits_137(host: ManagerHandle, tmp_path: Path) -> None:
     d = _workload_dir(tmp_path, "spin.wasm", "[limits]\ntimeout_s = 0.5\n")
-    result, out, _ = _deploy(Workload.load(d), _options(host, None, insecure=True))
+    result, out, _ = deploy_captured(Workload.load(d), deploy_options(host, None, insecure=True))
     assert result.exit_code == 137
     assert out == b"spinning\n"
     assert result.error == "DeadlineError"  # a LimitError
@@ -317,7 +308,7 @@ def test_nil_keep_refused_without_insecure_and_nothing_sent(
     module.write_bytes(marked_module((EXAMPLES / "hello.wasm").read_bytes(), marker))
     with running_steward() if with_steward else contextlib.nullcontext() as steward:
         with pytest.raises(InsecureKeepError, match="Pass --insecure") as caught:
-            _deploy(Workload.load(module), _options(host, steward))
+            deploy_captured(Workload.load(module), deploy_options(host, steward))
     assert "no confidentiality or integrity against the host" in caught.value.diagnostics()
     # Only the handshake went to the Keep: far fewer bytes than the 192 KiB module.
     assert 0 < recorder.bytes_to_keep() < 8 * 1024
@@ -333,7 +324,9 @@ def test_keep_refused_by_steward_fails_fast_with_the_reason(host: ManagerHandle)
     with running_steward(StewardPolicy.production()) as steward:
         started = time.monotonic()
         with pytest.raises(KeepLaunchError) as caught:
-            _deploy(Workload.load(EXAMPLES / "hello.wasm"), _options(host, steward, insecure=True))
+            deploy_captured(
+                Workload.load(EXAMPLES / "hello.wasm"), deploy_options(host, steward, insecure=True)
+            )
         assert time.monotonic() - started < 10
     message = caught.value.diagnostics()
     assert "ended before it could be verified" in message
@@ -359,7 +352,7 @@ def test_cli_keep_refused_by_steward(host: ManagerHandle, tmp_path: Path) -> Non
 def test_steward_without_ca_is_a_usage_error(host: ManagerHandle, steward: StewardHandle) -> None:
     options = DeployOptions(host=host.url, token=host.token, steward=steward.url, insecure=True)
     with pytest.raises(UsageError, match="--ca FILE"):
-        _deploy(Workload.load(EXAMPLES / "hello.wasm"), options)
+        deploy_captured(Workload.load(EXAMPLES / "hello.wasm"), options)
     assert _list(host) == []  # refused before asking for a Keep
 
 
@@ -457,7 +450,7 @@ def test_cli_stdin_and_args(host: ManagerHandle, tmp_path: Path) -> None:
 def test_refused_keep_is_stopped_and_its_loader_ends(host: ManagerHandle) -> None:
     # Without --insecure the client refuses the nil Keep after the handshake, then stops it.
     with pytest.raises(InsecureKeepError):
-        _deploy(Workload.load(EXAMPLES / "hello.wasm"), _options(host, None))
+        deploy_captured(Workload.load(EXAMPLES / "hello.wasm"), deploy_options(host, None))
     [keep] = _list(host)
     assert (keep.state, keep.detail) == ("stopped", "stopped by its owner")
     loader = int((host.keep_dir(keep.id) / "loader.pid").read_text().split()[0])
@@ -512,7 +505,7 @@ def test_workload_tls_listener_presents_the_verified_keep_certificate(
         verified.append(identity)
 
     with running_steward() if with_steward else contextlib.nullcontext() as steward:
-        options = _options(host, steward, insecure=True)
+        options = deploy_options(host, steward, insecure=True)
 
         def run() -> None:
             try:

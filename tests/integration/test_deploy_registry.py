@@ -15,7 +15,6 @@ parameters) for the credentials.
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import secrets
 from collections.abc import Iterator
@@ -24,10 +23,7 @@ from pathlib import Path
 import pytest
 
 from donjon.client.deploy import (
-    DeployOptions,
-    DeployResult,
     RegistryWorkload,
-    deploy,
     resolve_registry_workload,
 )
 from donjon.crypto.publisher import PublisherKey, generate_publisher_key_pem
@@ -48,6 +44,8 @@ from tests.integration.deploy_support import (
     ManagerHandle,
     RelayRecorder,
     assert_one_error_line,
+    deploy_captured,
+    deploy_options,
     run_donjon,
 )
 from tests.integration.registry_support import (
@@ -133,13 +131,6 @@ def _push(
     return ref, built
 
 
-def _deploy(host: ManagerHandle, workload: RegistryWorkload) -> tuple[DeployResult, bytes, bytes]:
-    out, err = io.BytesIO(), io.BytesIO()
-    options = DeployOptions(host=host.url, token=host.token, insecure=True)
-    result = deploy(workload, options, stdout=out, stderr=err)
-    return result, out.getvalue(), err.getvalue()
-
-
 def _cli(host: ManagerHandle, reference: str, *extra: str) -> list[str]:
     return [
         *("deploy", reference, "--host", host.url, "--token-file", str(host.token_file)),
@@ -164,7 +155,7 @@ def test_public_package_by_tag_is_resolved_to_its_digest_and_runs(
     workload = resolve_registry_workload(str(ref), args=["from-client"])
     assert workload.reference == f"{ref}@{built.digest}"  # the tag stays, as a label only
     assert (workload.username, workload.password) == (None, None)
-    result, out, err = _deploy(host, workload)
+    result, out, err = deploy_captured(workload, deploy_options(host, insecure=True))
     assert (result.exit_code, err, result.error) == (0, b"", None)
     assert out.decode().splitlines()[:4] == [
         "argc=3",
@@ -243,7 +234,7 @@ def test_wrong_credentials_are_a_clear_error(
         username=USER,
         password="not-it",
     )
-    result, out, _ = _deploy(host, workload)
+    result, out, _ = deploy_captured(workload, deploy_options(host, insecure=True))
     assert (result.exit_code, out, result.error) == (125, b"", "RegistryAuthError")
     assert result.message is not None and "refused the credentials" in result.message
     assert "not-it" not in result.message
@@ -263,12 +254,12 @@ def test_required_publisher_key(
     with RegistryClient.for_reference(ref) as client:
         sign_package(client, ref, key)
     right = resolve_registry_workload(str(ref), publisher_keys=[key.public.pem().encode()])
-    result, out, _ = _deploy(host, right)
+    result, out, _ = deploy_captured(right, deploy_options(host, insecure=True))
     assert (result.exit_code, out) == (0, HELLO)
     # Another key: refused before the module is even downloaded, so nothing runs.
     proxy.seen.clear()
     wrong = resolve_registry_workload(str(ref), publisher_keys=[other_key.public.pem().encode()])
-    result, out, _ = _deploy(host, wrong)
+    result, out, _ = deploy_captured(wrong, deploy_options(host, insecure=True))
     assert (result.exit_code, out, result.error) == (125, b"", "UnsignedPackageError")
     assert result.message is not None and "signed only by other keys" in result.message
     assert other_key.public.fingerprint in result.message
@@ -281,7 +272,7 @@ def test_unsigned_package_with_a_required_key_is_refused(
     ref, built = _push(proxy.address, "apps/unsigned", "1")
     proxy.seen.clear()
     workload = resolve_registry_workload(str(ref), publisher_keys=[key.public.pem().encode()])
-    result, out, _ = _deploy(host, workload)
+    result, out, _ = deploy_captured(workload, deploy_options(host, insecure=True))
     assert (result.exit_code, out, result.error) == (125, b"", "UnsignedPackageError")
     assert result.message is not None and "has no signature" in result.message
     assert not _module_fetched(proxy, built)
@@ -318,7 +309,7 @@ def test_tag_moved_between_resolve_and_fetch_runs_the_resolved_digest(
     # The tag moves to another package after the client resolved it, before the Keep fetches.
     _, second = _push(proxy.address, "apps/moving", "stable", "argsenv.wasm", b'args = ["v2"]\n')
     assert second.digest != first.digest
-    result, out, _ = _deploy(host, workload)
+    result, out, _ = deploy_captured(workload, deploy_options(host, insecure=True))
     assert result.exit_code == 0
     assert "argv[1]=v1" in out.decode().splitlines()
     # A registry that answers the pinned digest with the moved tag's manifest is caught.
@@ -329,7 +320,7 @@ def test_tag_moved_between_resolve_and_fetch_runs_the_resolved_digest(
             ex.body = raw_second
 
     proxy.rules.append(answer_with_the_new_tag)
-    result, out, _ = _deploy(host, workload)
+    result, out, _ = deploy_captured(workload, deploy_options(host, insecure=True))
     assert (result.exit_code, out, result.error) == (125, b"", "DigestMismatchError")
 
 
@@ -347,7 +338,7 @@ def test_registry_serving_a_different_blob_is_refused(
             ex.body = (trap + b"\0" * len(ex.body))[: len(ex.body)]
 
     proxy.rules.append(swap)
-    result, out, _ = _deploy(host, workload)
+    result, out, _ = deploy_captured(workload, deploy_options(host, insecure=True))
     assert (result.exit_code, out, result.error) == (125, b"", "DigestMismatchError")
     assert result.message is not None and module_digest.removeprefix("sha256:") in result.message
     assert _module_fetched(proxy, built)

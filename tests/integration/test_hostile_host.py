@@ -50,6 +50,8 @@ from tests.integration.deploy_support import (
     RewritingLauncher,
     StewardHandle,
     assert_one_error_line,
+    deploy_captured,
+    deploy_options,
     flip_byte,
     impostor_log,
     impostor_received,
@@ -88,17 +90,6 @@ def workload(tmp_path: Path, marker: bytes) -> Workload:
 def steward() -> Iterator[StewardHandle]:
     with running_steward() as handle:
         yield handle
-
-
-def _deploy(host: ManagerHandle, workload: Workload, steward: StewardHandle | None) -> DeployResult:
-    options = DeployOptions(
-        host=host.url,
-        token=host.token,
-        steward=steward.url if steward else None,
-        steward_ca=steward.ca if steward else None,
-        insecure=True,
-    )
-    return deploy(workload, options, stdout=io.BytesIO(), stderr=io.BytesIO())
 
 
 def _only_keep_dir(host: ManagerHandle) -> Path:
@@ -140,10 +131,10 @@ def test_impostor_without_evidence(
         if with_steward:
             # Not signed by the Steward CA the client trusts: the handshake itself fails.
             with pytest.raises(ChainError, match="not issued by the Steward CA you trust"):
-                _deploy(host, workload, steward)
+                deploy_captured(workload, deploy_options(host, steward, insecure=True))
         else:
             with pytest.raises(PolicyError, match="carries no evidence"):
-                _deploy(host, workload, steward)
+                deploy_captured(workload, deploy_options(host, steward, insecure=True))
         keep_dir = _only_keep_dir(host)
         # The impostor was really contacted (it logged the connection before the client left).
         assert impostor_log(keep_dir)[0] == "connection"
@@ -167,7 +158,7 @@ def test_impostor_with_another_keep_runtime(
         ) as host,
     ):
         with pytest.raises(MeasurementError, match="the host runs another keep runtime"):
-            _deploy(host, workload, steward)
+            deploy_captured(workload, deploy_options(host, steward, insecure=True))
         keep_dir = _only_keep_dir(host)
         # The impostor logs its side of the handshake after the client has finished its own.
         wait_until(
@@ -193,7 +184,7 @@ def test_keep_certified_by_a_rogue_steward(
             tmp_path / "host", launcher=RewritingLauncher(to_rogue), relay_tap=recorder
         ) as host:
             with pytest.raises(ChainError, match="not issued by the Steward CA you trust"):
-                _deploy(host, workload, steward)
+                deploy_captured(workload, deploy_options(host, steward, insecure=True))
             _assert_refused_keep_stopped(host)  # it never got a workload, and is gone
     _assert_nothing_leaked(recorder, marker)
 
@@ -214,7 +205,7 @@ def test_host_swaps_the_client_nonce(
         running_manager(tmp_path / "host", launcher=launcher, relay_tap=recorder) as host,
     ):
         with pytest.raises(FreshnessError, match="replayed from an earlier Keep"):
-            _deploy(host, workload, steward)
+            deploy_captured(workload, deploy_options(host, steward, insecure=True))
         _assert_refused_keep_stopped(host)
     _assert_nothing_leaked(recorder, marker)
 
@@ -241,7 +232,7 @@ def test_host_replays_an_earlier_keep(
         launcher = ImpostorLauncher(f"replay={earlier_sock}")
         with running_manager(tmp_path / "hostile", launcher=launcher, relay_tap=recorder) as host:
             with pytest.raises(FreshnessError, match="replayed from an earlier Keep"):
-                _deploy(host, workload, steward)
+                deploy_captured(workload, deploy_options(host, steward, insecure=True))
             wait_until(
                 lambda: impostor_log(_only_keep_dir(host)) == ["replaying"],
                 what="the impostor's replay in its log",
@@ -326,7 +317,7 @@ def test_tampering_relay_breaks_the_session(
     recorder = RelayRecorder(mutation())
     with running_manager(tmp_path / "host", relay_tap=recorder) as host:
         with pytest.raises(expected):
-            _deploy(host, workload, None)
+            deploy_captured(workload, deploy_options(host, None, insecure=True))
         assert recorder.mutated == 1
         [keep] = host.manager.list_keeps(Principal("admin"))
         if not workload_ran:

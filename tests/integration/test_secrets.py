@@ -25,7 +25,6 @@ import pytest
 
 from donjon.client.deploy import (
     DeployOptions,
-    DeployResult,
     Workload,
     deploy,
     resolve_registry_workload,
@@ -42,6 +41,8 @@ from tests.integration.deploy_support import (
     ManagerHandle,
     RelayRecorder,
     child_env,
+    deploy_captured,
+    deploy_options,
     run_donjon,
     running_steward,
     start_service,
@@ -86,21 +87,6 @@ def _policy(*readers: str) -> StewardPolicy:
     )
 
 
-def _deploy(
-    workload: Workload, host: ManagerHandle, steward: object
-) -> tuple[DeployResult, bytes, bytes]:
-    options = DeployOptions(
-        host=host.url,
-        token=host.token,
-        steward=steward.url,  # type: ignore[attr-defined]
-        steward_ca=steward.ca,  # type: ignore[attr-defined]
-        insecure=True,
-    )
-    out, err = io.BytesIO(), io.BytesIO()
-    result = deploy(workload, options, stdout=out, stderr=err)
-    return result, out.getvalue(), err.getvalue()
-
-
 def _left_behind(value: bytes) -> list[Path]:
     """Files holding *value* in any secret directory a keep process left (by its content: other
     tests' directories may come and go meanwhile)."""
@@ -131,7 +117,7 @@ def test_the_named_workload_receives_its_secret_and_nothing_leaks(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="donjon")  # CLI tests in this worker may have raised it
     with running_steward(_policy(workload.identity), secrets=store) as steward:
-        result, out, err = _deploy(workload, host, steward)
+        result, out, err = deploy_captured(workload, deploy_options(host, steward, insecure=True))
     assert (result.exit_code, err, result.error) == (0, b"", None)
     assert out.decode().splitlines()[-3:] == [
         "env FD_NAMES=stdin:stdout:stderr",
@@ -152,7 +138,7 @@ def test_another_identity_is_refused_before_the_workload_starts(
     )
     assert other.identity != workload.identity  # the arguments are part of the identity
     with running_steward(_policy(workload.identity), secrets=store) as steward:
-        result, out, err = _deploy(other, host, steward)
+        result, out, err = deploy_captured(other, deploy_options(host, steward, insecure=True))
     assert result.exit_code == 125
     assert out == b""  # the workload never ran
     assert result.message is not None
@@ -166,7 +152,7 @@ def test_an_unstored_secret_is_refused_like_an_unnamed_one(
 ) -> None:
     empty = SecretStore(tmp_path / "empty")
     with running_steward(_policy(workload.identity), secrets=empty) as steward:
-        result, out, _ = _deploy(workload, host, steward)
+        result, out, _ = deploy_captured(workload, deploy_options(host, steward, insecure=True))
     assert (result.exit_code, out) == (125, b"")
     assert result.message is not None and "is not released to workload" in result.message
 
@@ -268,9 +254,9 @@ def test_a_file_secret_is_a_read_only_file_gone_when_the_workload_ends(
         source="policy.toml",
     )
     with running_steward(policy, secrets=store) as steward:
-        result, out, err = _deploy(reader, host, steward)
+        result, out, err = deploy_captured(reader, deploy_options(host, steward, insecure=True))
         assert (result.exit_code, out, err) == (0, key, b"")
-        result, out, err = _deploy(writer, host, steward)
+        result, out, err = deploy_captured(writer, deploy_options(host, steward, insecure=True))
     assert result.exit_code == 1  # read-only: the workload cannot change its secret
     assert b"readfile: /run/secrets/tls.key:" in err
     assert key not in recorder.carried()
