@@ -21,18 +21,15 @@ from donjon.attestation.result import Endorsements
 from donjon.endorse import EndorsementFetcher, FetchConfig, Timeouts
 from donjon.errors import ChainError, FreshnessError, MeasurementError, TransportError
 from donjon.steward.client import StewardClient, StewardRejectedError
-from donjon.steward.config import StewardPolicy
 from donjon.steward.core import StewardCore
 from donjon.steward.messages import AttestRequest, ErrorBody
 from tests.integration.endorse_support import VECTORS, Answer, Emulator, kds_routes
 from tests.unit.steward._support import (
-    SNP_VERIFY_TIME,
     Keep,
-    PinnedClock,
-    VectorBinding,
     running,
     shared_ca,
     snp_vector,
+    vector_core,
 )
 
 pytestmark = pytest.mark.integration
@@ -62,8 +59,6 @@ def _close_fetchers() -> Iterator[None]:
 
 
 def _core(kds: Emulator, cache: Path, *, fetch: bool = True) -> StewardCore:
-    clock = PinnedClock(SNP_VERIFY_TIME)
-    vector = snp_vector(GENOA)
     fetcher = None
     if fetch:
         config = FetchConfig(
@@ -71,13 +66,7 @@ def _core(kds: Emulator, cache: Path, *, fetch: bool = True) -> StewardCore:
         )
         fetcher = EndorsementFetcher(config, clock=lambda: datetime.now(UTC))
         _FETCHERS.append(fetcher)
-    return StewardCore(
-        shared_ca(),
-        StewardPolicy.production(),
-        clock=clock,
-        binding=VectorBinding(vector.report_data),
-        endorsements=fetcher,
-    )
+    return vector_core(snp_vector(GENOA), endorsements=fetcher)
 
 
 def test_steward_issues_for_a_report_sent_without_its_vcek(

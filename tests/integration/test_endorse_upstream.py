@@ -32,18 +32,16 @@ from donjon.endorse import (
     UpstreamBudget,
 )
 from donjon.steward.client import StewardClient
-from donjon.steward.config import StewardPolicy
 from donjon.steward.core import StewardCore
 from donjon.steward.messages import AttestRequest, ErrorBody
 from tests.integration.endorse_support import VECTORS, Answer, Emulator, kds_routes, pcs_routes
 from tests.unit.steward._support import (
     SNP_VERIFY_TIME,
     Keep,
-    PinnedClock,
-    VectorBinding,
     running,
     shared_ca,
     snp_vector,
+    vector_core,
 )
 
 pytestmark = pytest.mark.integration
@@ -133,16 +131,9 @@ def test_a_forged_chip_sent_again_and_again_costs_kds_one_request(
 
 
 def _core(kds: Emulator, cache: Path, stopwatch: Stopwatch, budget: UpstreamBudget) -> StewardCore:
-    vector = snp_vector(GENOA)
     config = FetchConfig(kds_url=kds.url, cache_dir=cache, timeouts=FAST, budget=budget)
     fetcher = EndorsementFetcher(config, clock=lambda: datetime.now(UTC), monotonic=stopwatch)
-    return StewardCore(
-        shared_ca(),
-        StewardPolicy.production(),
-        clock=PinnedClock(SNP_VERIFY_TIME),
-        binding=VectorBinding(vector.report_data),
-        endorsements=fetcher,
-    )
+    return vector_core(snp_vector(GENOA), endorsements=fetcher)
 
 
 def test_a_burst_beyond_the_budget_fails_fast_while_known_keeps_are_served(

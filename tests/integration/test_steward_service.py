@@ -48,10 +48,10 @@ from tests.unit.steward._support import (
     SNP_VERIFY_TIME,
     Keep,
     PinnedClock,
-    VectorBinding,
     running,
     shared_ca,
     snp_vector,
+    vector_core,
 )
 
 pytestmark = pytest.mark.integration
@@ -284,12 +284,7 @@ def test_real_snp_vector_through_the_service(keep: Keep) -> None:
     vector = snp_vector()
     clock = PinnedClock(SNP_VERIFY_TIME)
     strict = StewardCore(shared_ca(), StewardPolicy.production(), clock=clock)
-    bound = StewardCore(
-        shared_ca(),
-        StewardPolicy.production(),
-        clock=clock,
-        binding=VectorBinding(vector.report_data),
-    )
+    bound = vector_core(vector)
     with running(strict) as url, StewardClient(url, ca=shared_ca().certificate) as client:
         nonce = client.nonce()
         with pytest.raises(MeasurementError, match="does not bind"):

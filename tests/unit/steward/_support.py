@@ -21,6 +21,7 @@ from donjon.backends.nil_evidence import NilEvidenceProvider
 from donjon.crypto.binding import report_data_for
 from donjon.crypto.ca import CertificateAuthority, KeyPair
 from donjon.errors import MeasurementError
+from donjon.steward.config import StewardPolicy
 from donjon.steward.core import BindingScheme, StewardCore
 from donjon.steward.messages import AttestRequest
 
@@ -120,6 +121,18 @@ def shared_ca() -> CertificateAuthority:
                 now=datetime(2024, 1, 1, tzinfo=UTC), lifetime=timedelta(days=5 * 365)
             )
         return _CA_CACHE["ca"]
+
+
+def vector_core(vector: SnpVector, **kwargs: Any) -> StewardCore:
+    """A production-policy Steward at the vectors' time that takes *vector*'s report data as
+    the key binding (a recorded report cannot bind a key made now)."""
+    return StewardCore(
+        shared_ca(),
+        StewardPolicy.production(),
+        clock=PinnedClock(SNP_VERIFY_TIME),
+        binding=VectorBinding(vector.report_data),
+        **kwargs,
+    )
 
 
 @contextmanager
