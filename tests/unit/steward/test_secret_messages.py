@@ -108,6 +108,16 @@ def test_a_full_response_round_trips_and_its_repr_hides_the_sealed_values() -> N
 # -- hostile requests ------------------------------------------------------------------------------
 
 
+def _edited(body: dict[str, Any], changes: dict[str, Any]) -> bytes:
+    """*body* with *changes* applied (a value of ``...`` removes the key), as CBOR."""
+    for key, value in changes.items():
+        if value is ...:
+            body.pop(key)
+        else:
+            body[key] = value
+    return bytes(cbor2.dumps(body))
+
+
 def _request_body(**changes: Any) -> bytes:
     """A valid request's CBOR map with *changes* applied (a value of ``...`` removes the key)."""
     body: dict[str, Any] = {
@@ -118,12 +128,7 @@ def _request_body(**changes: Any) -> bytes:
         "nonce": b"\x01",
         "names": ["db"],
     }
-    for key, value in changes.items():
-        if value is ...:
-            body.pop(key)
-        else:
-            body[key] = value
-    return bytes(cbor2.dumps(body))
+    return _edited(body, changes)
 
 
 def test_the_request_body_helper_is_valid() -> None:
@@ -210,12 +215,7 @@ def _response_body(**changes: Any) -> bytes:
         "result": b"cose",
         "secrets": {"db": b"sealed"},
     }
-    for key, value in changes.items():
-        if value is ...:
-            body.pop(key)
-        else:
-            body[key] = value
-    return bytes(cbor2.dumps(body))
+    return _edited(body, changes)
 
 
 def test_the_response_body_helper_is_valid() -> None:
