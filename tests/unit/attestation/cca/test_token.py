@@ -22,6 +22,7 @@ from donjon.attestation.cca import (
 from donjon.attestation.cca.token import TRUSTWORTHY_LIFECYCLES, classify_lifecycle
 from donjon.errors import EvidenceFormatError, VerificationError
 from tests.conftest import VECTORS
+from tests.flags import under_bb
 from tests.vectors_gen.cca_gen import GEN_RAK, collection, sign1
 
 NOW = datetime(2025, 9, 1, tzinfo=UTC)
@@ -81,6 +82,7 @@ def test_only_secured_and_non_cca_debug_are_trustworthy() -> None:
     assert TRUSTWORTHY_LIFECYCLES == {Lifecycle.SECURED, Lifecycle.NON_CCA_PLATFORM_DEBUG}
 
 
+@under_bb
 def test_mixed_text_and_byte_keys_are_a_format_error() -> None:
     # {"a": 1, h'61': 1} inside the tag: equal hashes make cbor2 compare str with bytes.
     data = bytes.fromhex("d9018f") + bytes.fromhex("a2616101416101")
