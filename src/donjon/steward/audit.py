@@ -65,6 +65,10 @@ MAX_LINE_BYTES = 64 * 1024
 """Longest line the verifier accepts."""
 
 
+def _seq(line: bytes) -> int:
+    return int(json.loads(line)["seq"])
+
+
 def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
@@ -130,20 +134,10 @@ class AuditLog(Closing):
         os.close(self._reader)
         self._fd = self._reader = -1
 
-    def _append(self, fields: dict[str, Any]) -> dict[str, Any]:
+    def _append(self, fields: dict[str, Any]) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            last = self._last_line()
-            seq = 0 if last is None else int(json.loads(last)["seq"]) + 1
-            record = {
-                "seq": seq,
-                "time": self._clock().astimezone(UTC).isoformat(timespec="seconds"),
-                **fields,
-                "prev": GENESIS if last is None else _line_hash(last),
-            }
-            line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-            os.write(self._fd, line)
-            return record
+            self._write_after(self._last_line(), fields)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -153,22 +147,27 @@ class AuditLog(Closing):
             last = self._last_line()
             if last is None:
                 return
-            seq = int(json.loads(last)["seq"])
-            chain = _line_hash(last)
-            payload = encode({"type": CHECKPOINT_TYPE, "seq": seq, "chain": chain})
-            record = {
-                "seq": seq + 1,
-                "time": self._clock().astimezone(UTC).isoformat(timespec="seconds"),
-                "event": "checkpoint",
-                "signed": self._sign(payload).hex(),
-                "prev": chain,
-            }
-            line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-            os.write(self._fd, line)
+            payload = encode(
+                {"type": CHECKPOINT_TYPE, "seq": _seq(last), "chain": _line_hash(last)}
+            )
+            self._write_after(last, {"event": "checkpoint", "signed": self._sign(payload).hex()})
             os.fsync(self._fd)
             self._since_checkpoint = 0
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _write_after(self, last: bytes | None, fields: dict[str, Any]) -> None:
+        """Append *fields* as the line after *last*, numbered and chained to it (the caller
+        holds the flock, so no other process writes in between)."""
+        record = {
+            "seq": 0 if last is None else _seq(last) + 1,
+            "time": self._clock().astimezone(UTC).isoformat(timespec="seconds"),
+            **fields,
+            "prev": GENESIS if last is None else _line_hash(last),
+        }
+        os.write(
+            self._fd, json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        )
 
     def _last_line(self) -> bytes | None:
         size = os.fstat(self._reader).st_size
